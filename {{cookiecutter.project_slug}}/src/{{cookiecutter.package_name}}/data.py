@@ -1,0 +1,118 @@
+"""Read and check the competition files (Kaggle layout under data.dir).
+
+    python -m <package>.data [--exp NAME] [key=value ...]    # run every input check, write nothing
+
+Checks happen here, before any training, and name the file, column and line to fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .cli import DataError, run_stage
+from .config import Config, load
+from .targets import CLASSIFICATION, TargetSpec, _lines
+
+
+def data_path(cfg: Config, name: str) -> Path:
+    return Path(cfg.data.dir) / name
+
+
+def feature_cols(cfg: Config) -> list[str]:
+    return [cfg.data.image_col] if cfg.task == "image" else list(cfg.data.text_cols)
+
+
+def read_csv(cfg: Config, name: str, dtype: dict | None = None) -> pd.DataFrame:
+    path = data_path(cfg, name)
+    if not path.is_file():
+        raise DataError(f"{path} not found; set data.dir to the folder holding the competition files")
+    dtype = {cfg.data.id_col: str, **(dtype or {})}
+    try:
+        df = pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a readable CSV: {e}") from None
+    require_columns(df, [cfg.data.id_col], path, "data.id_col")
+    check_unique_ids(df, cfg.data.id_col, path)
+    return df
+
+
+def require_columns(df: pd.DataFrame, cols: list[str], path: Path, key: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no column {missing} (config key {key}); its columns are {list(df.columns)}")
+
+
+def check_unique_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
+    empty = df[id_col].isna() | (df[id_col].astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"{path} column '{id_col}' has an empty id at {_lines(df, empty, id_col)}")
+    dup = df[id_col].duplicated(keep=False)
+    if dup.any():
+        raise DataError(f"{path} has duplicate ids in column '{id_col}' at {_lines(df, dup, id_col)}; "
+                        f"ids must be unique")
+
+
+def load_train(cfg: Config) -> pd.DataFrame:
+    dtype = {c: str for c in cfg.data.target_cols} if cfg.problem in CLASSIFICATION else {}
+    if cfg.data.group_col:
+        dtype[cfg.data.group_col] = str
+    df = read_csv(cfg, cfg.data.train_file, dtype)
+    path = data_path(cfg, cfg.data.train_file)
+    require_columns(df, list(cfg.data.target_cols), path, "data.target_cols")
+    require_columns(df, feature_cols(cfg), path, "data.image_col" if cfg.task == "image" else "data.text_cols")
+    if cfg.data.group_col:
+        require_columns(df, [cfg.data.group_col], path, "data.group_col")
+        if df[cfg.data.group_col].isna().any():
+            raise DataError(f"{path} column '{cfg.data.group_col}' (data.group_col) has empty groups at "
+                            f"{_lines(df, df[cfg.data.group_col].isna(), cfg.data.id_col)}")
+    return df
+
+
+def load_test(cfg: Config) -> pd.DataFrame:
+    df = read_csv(cfg, cfg.data.test_file)
+    path = data_path(cfg, cfg.data.test_file)
+    require_columns(df, feature_cols(cfg), path, "data.image_col" if cfg.task == "image" else "data.text_cols")
+    return df
+
+
+def load_sample_submission(cfg: Config) -> pd.DataFrame:
+    return read_csv(cfg, cfg.data.sample_submission_file, dtype=None)
+
+
+def check_sample_ids(cfg: Config, test: pd.DataFrame, sample: pd.DataFrame) -> None:
+    path = data_path(cfg, cfg.data.sample_submission_file)
+    id_col = cfg.data.id_col
+    extra = sorted(set(sample[id_col]) - set(test[id_col]))
+    missing = sorted(set(test[id_col]) - set(sample[id_col]))
+    if extra or missing:
+        raise DataError(f"{path} and {cfg.data.test_file} hold different ids: {len(extra)} only in the sample "
+                        f"(e.g. {extra[:3]}), {len(missing)} only in test (e.g. {missing[:3]})")
+
+
+def load_all(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, TargetSpec]:
+    """Every check that can fail, run before any expensive work."""
+    train = load_train(cfg)
+    spec = TargetSpec.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
+    test = load_test(cfg)
+    check_sample_ids(cfg, test, load_sample_submission(cfg))
+    if cfg.data.check_inputs:
+        from .modality import get_modality
+        mod = get_modality(cfg)
+        mod.check_inputs(train, cfg.data.train_file)
+        mod.check_inputs(test, cfg.data.test_file)
+    return train, test, spec
+
+
+def _main(exp, overrides):
+    cfg = load(exp, overrides)
+    train, test, spec = load_all(cfg)
+    print(f"ok: {len(train)} train rows, {len(test)} test rows, outputs {spec.pred_cols[:10]}")
+
+
+def main(argv=None):
+    run_stage(_main, argv)
+
+
+if __name__ == "__main__":
+    main()

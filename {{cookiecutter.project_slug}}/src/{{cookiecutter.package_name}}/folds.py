@@ -1,0 +1,103 @@
+"""K-fold assignment, written once per data set and shared by every experiment on it.
+
+    python -m <package>.folds [--exp NAME] [key=value ...]      # make train runs this itself if needed
+
+Strategy: grouped when data.group_col is set (StratifiedGroupKFold for classification, GroupKFold
+otherwise); multilabel-stratified for multilabel; stratified on quantile bins of the first target
+for regression; stratified for classification. Rows are sorted by id before splitting, so the same
+ids get the same folds whatever the row order of train.csv. The seed is data.fold_seed, not `seed`,
+so seed-averaged experiments still share folds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+from .cli import DataError, run_stage
+from .config import Config, load
+from .runs import write_csv
+from .targets import CLASSIFICATION, TargetSpec
+
+
+def folds_file(cfg: Config) -> Path:
+    name = Path(cfg.data.dir).resolve().name or "data"
+    group = f"_g-{cfg.data.group_col}" if cfg.data.group_col else ""
+    return Path(cfg.paths.folds) / f"{name}_{cfg.data.train_file.rsplit('.', 1)[0]}_k{cfg.train.n_folds}_s{cfg.data.fold_seed}{group}.csv"
+
+
+def make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
+    id_col, k, seed = cfg.data.id_col, cfg.train.n_folds, cfg.data.fold_seed
+    order = np.argsort(train[id_col].to_numpy(), kind="stable")
+    df = train.iloc[order].reset_index(drop=True)
+    y = spec.encode(df, id_col, cfg.data.train_file)
+    if spec.problem in CLASSIFICATION:
+        counts = np.bincount(y, minlength=spec.n_outputs)
+        small = [(spec.classes[i], int(c)) for i, c in enumerate(counts) if c < k]
+        if small:
+            raise DataError(f"{cfg.data.train_file} column '{spec.target_cols[0]}': class(es) {small} have fewer "
+                            f"members than train.n_folds={k}; lower train.n_folds or merge rare classes")
+    x = np.zeros(len(df))
+    groups = df[cfg.data.group_col].to_numpy() if cfg.data.group_col else None
+    if groups is not None and len(set(groups)) < k:
+        raise DataError(f"data.group_col '{cfg.data.group_col}' has {len(set(groups))} groups, fewer than "
+                        f"train.n_folds={k}")
+    if groups is not None:
+        if spec.problem in CLASSIFICATION:
+            splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)
+        else:
+            splits = GroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)
+    elif spec.problem in CLASSIFICATION:
+        splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y)
+    elif spec.problem == "multilabel":
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+        splits = MultilabelStratifiedKFold(k, shuffle=True, random_state=seed).split(x, y)
+    else:
+        n_bins = int(min(10, max(2, len(df) // (k * 2))))
+        bins = pd.qcut(y[:, 0], q=n_bins, labels=False, duplicates="drop")
+        if np.bincount(bins).min() < k:
+            splits = KFold(k, shuffle=True, random_state=seed).split(x)
+        else:
+            splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, bins)
+    fold = np.full(len(df), -1, dtype=int)
+    for i, (_, val) in enumerate(splits):
+        fold[val] = i
+    out = pd.DataFrame({id_col: df[id_col], "fold": fold})
+    order = {v: i for i, v in enumerate(train[id_col])}
+    return out.iloc[np.argsort(out[id_col].map(order).to_numpy())].reset_index(drop=True)
+
+
+def load_or_make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
+    """The folds for this data set in train.csv row order; made and saved on first use."""
+    path = folds_file(cfg)
+    id_col = cfg.data.id_col
+    if path.exists():
+        folds = pd.read_csv(path, dtype={id_col: str})
+        if set(folds[id_col]) != set(train[id_col]) or len(folds) != len(train):
+            raise DataError(f"{path} was made for a different {cfg.data.train_file} (ids differ); "
+                            f"delete it to make new folds, or point paths.folds elsewhere")
+        if sorted(folds["fold"].unique()) != list(range(cfg.train.n_folds)):
+            raise DataError(f"{path} does not hold folds 0..{cfg.train.n_folds - 1}; delete it to remake")
+        return train[[id_col]].merge(folds, on=id_col, how="left")
+    folds = make_folds(cfg, train, spec)
+    write_csv(path, folds)
+    return folds
+
+
+def _main(exp, overrides):
+    from .data import load_train
+    cfg = load(exp, overrides)
+    train = load_train(cfg)
+    spec = TargetSpec.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
+    folds = load_or_make_folds(cfg, train, spec)
+    print(f"{folds_file(cfg)}: {len(folds)} rows, fold sizes {folds['fold'].value_counts().sort_index().tolist()}")
+
+
+def main(argv=None):
+    run_stage(_main, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Image modality: timm backbone, albumentations transforms from config, decoding in DataLoader workers.
+
+Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
+data.image_size, augmented by aug.train (training only), normalised with the backbone's own mean/std.
+model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .cli import DataError
+from .config import Config, ConfigError
+
+cv2.setNumThreads(0)  # DataLoader workers are the parallelism; OpenCV threads would oversubscribe
+
+
+def build_augs(specs: list[dict]) -> list:
+    out = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        cls = getattr(A, str(name), None)
+        if cls is None:
+            raise ConfigError(f"config key 'aug.train[{i}]': albumentations has no transform {name!r}")
+        try:
+            out.append(cls(**spec))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config key 'aug.train[{i}]' ({name}): {e}") from None
+    return out
+
+
+def read_image(path: str) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"image {path} could not be decoded")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _broken(path: Path) -> str | None:
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "zero bytes"
+    try:
+        with Image.open(path) as im:
+            im.load()  # a full decode: verify() misses truncated files
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return f"does not decode ({type(e).__name__})"
+    return None
+
+
+class ImageDataset(Dataset):
+    def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose):
+        self.paths, self.targets, self.transform = paths, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.transform(image=read_image(self.paths[i]))["image"]
+        item = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
+        if self.targets is not None:
+            item["target"] = torch.as_tensor(self.targets[i])
+        return item
+
+
+class ImageModel(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.net(batch["image"])
+
+
+class Modality:
+    def __init__(self, cfg: Config, assets_dir: Path | None = None):
+        self.cfg = cfg
+        self.root = Path(cfg.data.dir)
+        self.augs = build_augs(cfg.aug.train)
+        pcfg = timm.get_pretrained_cfg(cfg.model.name)
+        self.mean = tuple(getattr(pcfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
+        self.std = tuple(getattr(pcfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
+
+    def check_inputs(self, df: pd.DataFrame, file: str) -> None:
+        col, id_col = self.cfg.data.image_col, self.cfg.data.id_col
+        paths = [self.root / str(p) for p in df[col]]
+        with ThreadPoolExecutor(8) as pool:
+            problems = list(pool.map(_broken, paths))
+        bad = [(i, p) for i, p in enumerate(problems) if p]
+        if bad:
+            shown = "; ".join(f"line {i + 2} (id={df[id_col].iloc[i]}): {paths[i]} {why}" for i, why in bad[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataError(f"{file} column '{col}' points at {len(bad)} unusable image(s): {shown}{more}; "
+                            f"fix or remove them (paths are relative to data.dir)")
+
+    def save_assets(self, out_dir: Path) -> None:
+        """timm models are rebuilt by name; nothing else is needed at inference."""
+
+    def transform(self, train: bool) -> A.Compose:
+        size = self.cfg.data.image_size
+        steps = [A.Resize(size, size)] + (self.augs if train else [])
+        return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std)])
+
+    def loader(self, df: pd.DataFrame, targets: np.ndarray | None, train: bool, batch_size: int,
+               generator: torch.Generator | None = None) -> DataLoader:
+        paths = [str(self.root / str(p)) for p in df[self.cfg.data.image_col]]
+        workers = self.cfg.train.num_workers
+        return DataLoader(ImageDataset(paths, targets, self.transform(train)), batch_size=batch_size,
+                          shuffle=train, drop_last=train and len(paths) > batch_size, num_workers=workers,
+                          persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator)
+
+    def build_model(self, n_outputs: int, pretrained: bool) -> torch.nn.Module:
+        m = self.cfg.model
+        kwargs = dict(num_classes=n_outputs, drop_rate=m.drop_rate)
+        if pretrained and m.weights:
+            if not Path(m.weights).is_file():
+                raise ConfigError(f"config key 'model.weights': file {m.weights} not found")
+            kwargs["pretrained_cfg_overlay"] = dict(file=str(m.weights))
+        try:
+            net = timm.create_model(m.name, pretrained=pretrained, **kwargs)
+        except Exception as e:  # noqa: BLE001 - unknown name, no network, bad file: all mean "fix the config"
+            raise ConfigError(f"config key 'model.name': timm cannot build {m.name!r} ({type(e).__name__}: {e}); "
+                              f"offline, set model.weights=<local file> or model.pretrained=false") from None
+        return ImageModel(net)

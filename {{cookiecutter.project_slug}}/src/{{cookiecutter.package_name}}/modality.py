@@ -1,0 +1,19 @@
+"""Pick the modality module (image.py or text.py; the project keeps the one it was baked for).
+
+Both define `Modality(cfg, assets_dir=None)` with the same methods:
+    check_inputs(df, file)                      every image decodes / every text is non-empty, or DataError
+    save_assets(dir)                            what inference needs besides weights (tokenizer, config)
+    loader(df, targets, train, batch_size)      a DataLoader yielding dicts of tensors (+ 'target')
+    build_model(n_outputs, pretrained)          nn.Module mapping such a dict to logits (N, n_outputs)
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .config import Config
+
+
+def get_modality(cfg: Config, assets_dir: Path | None = None):
+    module = importlib.import_module(f"{__package__}.{cfg.task}")
+    return module.Modality(cfg, assets_dir)

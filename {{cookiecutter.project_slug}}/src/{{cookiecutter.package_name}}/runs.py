@@ -1,0 +1,127 @@
+"""Where every file of a run lives, atomic writes, and the run's logger.
+
+All paths come from here; stages never build them by hand. An experiment folder:
+
+    outputs/<exp>/config.yaml       resolved config          outputs/<exp>/labels.json   label map
+    outputs/<exp>/folds.csv         folds used (id, fold)    outputs/<exp>/train.log     log
+    outputs/<exp>/history.csv       per-epoch metrics        outputs/<exp>/loss_fold<k>.png
+    outputs/<exp>/fold<k>/best.pt   best checkpoint          outputs/<exp>/fold<k>/oof.csv
+    outputs/<exp>/fold<k>/test_preds.csv                     outputs/<exp>/backbone/ (text)
+    outputs/<exp>/oof_preds.csv     outputs/<exp>/cv.json    outputs/<exp>/test_preds.csv
+    submissions/<exp>.csv
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .config import Config, ConfigError
+
+
+class RunPaths:
+    def __init__(self, cfg: Config, exp: str | None = None):
+        self.exp = exp or cfg.exp
+        self.dir = Path(cfg.paths.outputs) / self.exp
+        self.submissions = Path(cfg.paths.submissions)
+        self.folds_dir = Path(cfg.paths.folds)
+
+    config = property(lambda s: s.dir / "config.yaml")
+    labels = property(lambda s: s.dir / "labels.json")
+    folds = property(lambda s: s.dir / "folds.csv")
+    log = property(lambda s: s.dir / "train.log")
+    history = property(lambda s: s.dir / "history.csv")
+    oof = property(lambda s: s.dir / "oof_preds.csv")
+    cv = property(lambda s: s.dir / "cv.json")
+    test_preds = property(lambda s: s.dir / "test_preds.csv")
+    backbone = property(lambda s: s.dir / "backbone")
+    submission = property(lambda s: s.submissions / f"{s.exp}.csv")
+
+    def fold_dir(self, k: int) -> Path:
+        return self.dir / f"fold{k}"
+
+    def checkpoint(self, k: int) -> Path:
+        return self.fold_dir(k) / "best.pt"
+
+    def fold_oof(self, k: int) -> Path:
+        return self.fold_dir(k) / "oof.csv"
+
+    def fold_test_preds(self, k: int) -> Path:
+        return self.fold_dir(k) / "test_preds.csv"
+
+    def loss_plot(self, k: int) -> Path:
+        return self.dir / f"loss_fold{k}.png"
+
+    def require(self, path: Path, make_target: str) -> Path:
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist: run `make {make_target} EXP={self.exp}` first")
+        return path
+
+
+def prepare_run_dir(paths: RunPaths, overwrite: bool) -> None:
+    """A finished experiment is never replaced silently."""
+    if paths.dir.exists() and any(paths.dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{paths.dir} already holds experiment '{paths.exp}'; choose a new EXP name "
+                              f"or pass ARGS=\"overwrite=true\" to replace it")
+        shutil.rmtree(paths.dir)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; it replaces `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_csv(path: Path, df) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def write_with(path: Path, writer: Callable[[Path], None]) -> None:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def get_logger(log_file: Path | None = None) -> logging.Logger:
+    logger = logging.getLogger("run")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger

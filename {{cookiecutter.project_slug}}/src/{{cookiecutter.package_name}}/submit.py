@@ -1,0 +1,86 @@
+"""Submission: test_preds.csv -> submissions/<exp>.csv in exactly sample_submission.csv's format.
+
+    python -m <package>.submit --exp exp001 [submit.format=label|proba]
+    make submit EXP=exp001
+
+Same ids in the same order and the same columns as the sample. Formats:
+  * sample columns are the class labels          -> one probability column per class
+  * sample column is the target (binary/multiclass) -> the label, mapped back to its original value
+    (submit.format=proba, or auto with metric roc_auc/log_loss on binary: P(second class))
+  * multilabel target columns                    -> probabilities (auto with roc_auc/log_loss) or 0/1
+  * regression target columns                    -> values (rounded when the metric is qwk)
+Refuses, naming the difference, when ids or columns do not match.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .cli import DataError, run_stage
+from .config import Config
+from .data import data_path, load_sample_submission
+from .predict import open_run
+from .runs import RunPaths, write_csv
+from .targets import CLASSIFICATION, TargetSpec
+
+PROBA_METRICS = ("roc_auc", "log_loss")
+
+
+def build_submission(cfg: Config, spec: TargetSpec, preds: pd.DataFrame, sample: pd.DataFrame) -> pd.DataFrame:
+    id_col = cfg.data.id_col
+    sample_path = data_path(cfg, cfg.data.sample_submission_file)
+    cols = [c for c in sample.columns if c != id_col]
+    extra = sorted(set(sample[id_col]) - set(preds[id_col]))
+    missing = sorted(set(preds[id_col]) - set(sample[id_col]))
+    if extra or missing or len(sample) != len(preds):
+        raise DataError(f"{sample_path} and the test predictions hold different ids: {len(extra)} only in the "
+                        f"sample (e.g. {extra[:3]}), {len(missing)} only in the predictions (e.g. {missing[:3]})")
+    p = preds.set_index(id_col).loc[sample[id_col]]
+    out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
+    fmt = cfg.submit.format
+    if spec.problem in CLASSIFICATION and set(cols) == set(spec.classes):
+        for c in cols:
+            out[c] = p[c].to_numpy()
+    elif spec.problem in CLASSIFICATION and cols == spec.target_cols:
+        if fmt == "auto":
+            fmt = "proba" if spec.problem == "binary" and cfg.metric in PROBA_METRICS else "label"
+        if fmt == "proba" and spec.problem != "binary":
+            raise DataError(f"{sample_path} has one column {cols} but {len(spec.classes)} classes: probabilities "
+                            f"need one column per class; use submit.format=label")
+        values = p[spec.classes].to_numpy()
+        out[cols[0]] = values[:, 1] if fmt == "proba" else spec.labels_from_preds(values)
+    elif spec.problem == "multilabel" and set(cols) == set(spec.target_cols):
+        if fmt == "auto":
+            fmt = "proba" if cfg.metric in PROBA_METRICS else "label"
+        for c in cols:
+            v = p[c].to_numpy()
+            out[c] = v if fmt == "proba" else (v >= cfg.submit.threshold).astype(int)
+    elif spec.problem == "regression" and set(cols) == set(spec.target_cols):
+        for c in cols:
+            v = p[c].to_numpy()
+            out[c] = np.rint(v).astype(int) if cfg.metric == "qwk" else v
+    else:
+        want = spec.classes if spec.problem in CLASSIFICATION else spec.target_cols
+        raise DataError(f"{sample_path} has columns {cols} besides '{id_col}'; this experiment predicts "
+                        f"{want} ({spec.problem}). Make the sample's columns the target column(s)"
+                        f"{' or the class labels' if spec.problem in CLASSIFICATION else ''}")
+    return out
+
+
+def run(exp: str | None, overrides: list[str]) -> pd.DataFrame:
+    cfg, paths, spec = open_run(exp, overrides, "submit")
+    preds = pd.read_csv(paths.require(paths.test_preds, "predict"), dtype={cfg.data.id_col: str})
+    sample = load_sample_submission(cfg)
+    sub = build_submission(cfg, spec, preds, sample)
+    out = RunPaths(cfg).submission
+    write_csv(out, sub)
+    print(f"submission written: {out} ({len(sub)} rows, columns {list(sub.columns)})")
+    return sub
+
+
+def main(argv=None):
+    run_stage(run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""K-fold training: per fold the best checkpoint by the validation metric, then OOF predictions and CV.
+
+    python -m <package>.train --exp exp001 train.epochs=3 model.name=resnet34
+    make train EXP=exp001 ARGS="train.epochs=3"
+
+Writes outputs/<exp>/: config.yaml, labels.json, folds.csv, train.log, history.csv, loss_fold<k>.png,
+fold<k>/best.pt, fold<k>/oof.csv, oof_preds.csv (train.csv order), cv.json. Every input check runs
+before the first batch; a finished experiment is only replaced with overwrite=true.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .cli import DataError, run_stage
+from .config import Config, ConfigError, dump, load
+from .data import load_all
+from .folds import load_or_make_folds
+from .loop import infer, train_epoch
+from .metrics import METRICS, is_better, score
+from .modality import get_modality
+from .optim import build_optimizer, build_scheduler
+from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_csv, write_json, write_text
+from .targets import TargetSpec
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device' is cuda but no GPU is visible; use auto or cpu")
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
+    return Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=precision,
+                       gradient_accumulation_steps=cfg.train.accum_steps)
+
+
+def preds_frame(ids: pd.Series, id_col: str, preds: np.ndarray, spec: TargetSpec) -> pd.DataFrame:
+    df = pd.DataFrame(preds, columns=spec.pred_cols)
+    df.insert(0, id_col, ids.to_numpy())
+    return df
+
+
+def save_loss_plot(path, hist: pd.DataFrame, fold: int, metric: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(hist["epoch"], hist["train_loss"], "o-", label="train loss")
+    ax.plot(hist["epoch"], hist["valid_loss"], "o-", label="valid loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(hist["epoch"], hist["score"], "s--", color="gray", label=metric)
+    ax2.set_ylabel(metric)
+    ax.legend(loc="upper left")
+    ax.set_title(f"fold {fold}: train vs valid loss")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+@dataclass
+class FoldResult:
+    preds: np.ndarray
+    score: float
+    best_epoch: int
+
+
+def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: TargetSpec, paths: RunPaths,
+             accelerator: Accelerator, log, history: list[dict]) -> FoldResult:
+    set_seed(cfg.seed + k)
+    tr = np.flatnonzero(folds != k)
+    va = np.flatnonzero(folds == k)
+    gen = torch.Generator().manual_seed(cfg.seed + k)
+    train_loader = mod.loader(train_df.iloc[tr], y_fit[tr], True, cfg.train.batch_size, generator=gen)
+    eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    val_loader = mod.loader(train_df.iloc[va], y_fit[va], False, eval_bs)
+    model = mod.build_model(spec.n_outputs, cfg.model.pretrained)
+    optimizer = build_optimizer(model, cfg)
+    steps = math.ceil(len(train_loader) / cfg.train.accum_steps) * cfg.train.epochs
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler)
+
+    best: FoldResult | None = None
+    rows = []
+    for epoch in range(1, cfg.train.epochs + 1):
+        t0 = time.time()
+        tr_loss = train_epoch(model, train_loader, optimizer, scheduler, accelerator, spec,
+                              cfg.train.max_grad_norm, f"fold {k} epoch {epoch}", cfg.train.progress)
+        preds, va_loss = infer(model, val_loader, accelerator, spec, f"fold {k} valid", cfg.train.progress)
+        s = score(cfg.metric, cfg.problem, y_true[va], preds)
+        improved = is_better(cfg.metric, s, None if best is None else best.score)
+        rows.append(dict(fold=k, epoch=epoch, train_loss=tr_loss, valid_loss=va_loss, score=s,
+                         lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 2)))
+        history.append(rows[-1])
+        log.info(f"fold {k} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss {va_loss:.4f}"
+                 f"  {cfg.metric} {s:.5f}{'  *best' if improved else ''}  ({rows[-1]['seconds']}s)")
+        if improved:
+            best = FoldResult(preds, s, epoch)
+            if accelerator.is_main_process:
+                state = accelerator.unwrap_model(model).state_dict()
+                with atomic_path(paths.checkpoint(k)) as tmp:
+                    torch.save({"model": state, "epoch": epoch, "score": s, "metric": cfg.metric}, tmp)
+        if accelerator.is_main_process:
+            write_csv(paths.history, pd.DataFrame(history))
+    if best is None:
+        raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
+                        f"that fold (e.g. a single class makes AUC undefined)")
+    if accelerator.is_main_process:
+        save_loss_plot(paths.loss_plot(k), pd.DataFrame(rows), k, cfg.metric)
+        write_csv(paths.fold_oof(k), preds_frame(train_df[cfg.data.id_col].iloc[va], cfg.data.id_col,
+                                                 best.preds, spec))
+    accelerator.free_memory()
+    return best
+
+
+def run(exp: str | None, overrides: list[str]) -> dict:
+    cfg = load(exp, overrides)
+    paths = RunPaths(cfg)
+    accelerator = make_accelerator(cfg)
+    if accelerator.is_main_process and paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
+        prepare_run_dir(paths, overwrite=False)  # raises with the message, before any work
+    train_df, test_df, spec = load_all(cfg)
+    folds = load_or_make_folds(cfg, train_df, spec)
+    mod = get_modality(cfg)
+    id_col = cfg.data.id_col
+    if accelerator.is_main_process:
+        prepare_run_dir(paths, cfg.overwrite)
+        write_text(paths.config, dump(cfg))
+        spec.save(paths.labels)
+        write_csv(paths.folds, folds)
+        mod.save_assets(paths.backbone)
+    accelerator.wait_for_everyone()
+    log = get_logger(paths.log if accelerator.is_main_process else None)
+    log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
+             f"metric {cfg.metric}, device {accelerator.device}")
+
+    y_fit = spec.encode(train_df, id_col, cfg.data.train_file, scaled=True)
+    y_true = spec.encode(train_df, id_col, cfg.data.train_file)
+    fold_ids = folds["fold"].to_numpy()
+    oof = np.full((len(train_df), spec.n_outputs), np.nan, dtype=np.float64)
+    fold_list = cfg.train.folds or list(range(cfg.train.n_folds))
+    history: list[dict] = []
+    scores = []
+    t0 = time.time()
+    for k in fold_list:
+        res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, spec, paths, accelerator, log, history)
+        oof[fold_ids == k] = res.preds
+        scores.append(res.score)
+        log.info(f"fold {k}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
+
+    covered = np.isin(fold_ids, fold_list)
+    cv = score(cfg.metric, cfg.problem, y_true[covered], oof[covered])
+    result = {"metric": cfg.metric, "cv": cv, "folds": scores, "folds_run": list(fold_list),
+              "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
+              "wall_seconds": round(time.time() - t0, 1)}
+    if accelerator.is_main_process:
+        write_csv(paths.oof, preds_frame(train_df[id_col], id_col, oof, spec))
+        write_json(paths.cv, result)
+    log.info(f"CV {cfg.metric}: {cv:.5f}  folds {[round(s, 5) for s in scores]}  -> {paths.cv}")
+    return result
+
+
+def main(argv=None):
+    run_stage(run, argv)
+
+
+if __name__ == "__main__":
+    main()

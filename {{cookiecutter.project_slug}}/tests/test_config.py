@@ -1,0 +1,90 @@
+"""The config schema: one typed source, YAML layers, dotted overrides, errors that name the key."""
+import dataclasses
+import typing
+
+import pytest
+import yaml
+
+from helpers import mod
+
+config = mod("config")
+
+
+def test_overrides_are_typed_and_lists_parse(workdir):
+    cfg = config.load("demo", ["train.lr=1e-3", "train.epochs=7", "data.target_cols=[a,b]", "train.folds=[0,2]",
+                               "problem=multilabel", "metric=roc_auc"])
+    assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 7
+    assert cfg.data.target_cols == ["a", "b"]
+    assert cfg.train.folds == [0, 2]
+
+
+@pytest.mark.parametrize("override, key", [("train.epoch=3", "train.epoch"), ("modle.name=x", "modle"),
+                                           ("data.nope=1", "data.nope")])
+def test_unknown_key_is_an_error_naming_it(workdir, override, key):
+    with pytest.raises(config.ConfigError, match=f"unknown config key '{key}'"):
+        config.load("demo", [override])
+
+
+@pytest.mark.parametrize("override, key", [("train.epochs=abc", "train.epochs"), ("train.lr=fast", "train.lr"),
+                                           ("model.pretrained=maybe", "model.pretrained"),
+                                           ("train.epochs=2.5", "train.epochs")])
+def test_wrong_type_is_an_error_naming_the_key(workdir, override, key):
+    with pytest.raises(config.ConfigError, match=f"'{key}'"):
+        config.load("demo", [override])
+
+
+def test_unknown_key_in_an_experiment_file_names_file_and_key(workdir):
+    (workdir / "configs" / "bad.yaml").write_text("train:\n  epochs: 2\n  lr_typo: 0.1\n")
+    with pytest.raises(config.ConfigError, match=r"train\.lr_typo.*configs/bad\.yaml"):
+        config.load("bad")
+
+
+def test_layers_resolve_default_then_experiment_then_command_line(workdir):
+    (workdir / "configs" / "exp9.yaml").write_text("train:\n  epochs: 9\n  batch_size: 3\n")
+    cfg = config.load("exp9", ["train.batch_size=4"])
+    assert (cfg.exp, cfg.train.epochs, cfg.train.batch_size) == ("exp9", 9, 4)
+    default = config.load("nofile")
+    assert default.train.epochs == config.read_yaml(workdir / "configs" / "default.yaml")["train"]["epochs"]
+
+
+def test_default_yaml_documents_every_schema_key(workdir):
+    documented = set(config.flatten(config.read_yaml(workdir / "configs" / "default.yaml")))
+    schema = set(config.flatten(config.to_dict(config.Config())))
+    task = config.load().task
+    expected = {k for k in schema if config.TASK_ONLY.get(k, task) == task}
+    assert expected - documented == set(), "keys missing from configs/default.yaml"
+    assert documented - schema == set()
+
+
+def test_a_key_of_the_other_modality_is_rejected(workdir):
+    task = config.load().task
+    other_key = "data.max_len=64" if task == "image" else "data.image_size=64"
+    with pytest.raises(config.ConfigError, match="applies to"):
+        config.load("demo", [other_key])
+
+
+def test_metric_must_fit_the_problem(workdir):
+    problem = config.load().problem
+    wrong = "rmse" if problem != "regression" else "accuracy"
+    with pytest.raises(config.ConfigError, match="metric"):
+        config.load("demo", [f"metric={wrong}"])
+
+
+def test_resolved_config_round_trips_through_yaml(workdir, tmp_path):
+    cfg = config.load("demo", ["train.epochs=2"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(config.dump(cfg))
+    again = config.load("demo", base=path)
+    assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
+    assert yaml.safe_load(path.read_text())["train"]["epochs"] == 2
+
+
+def test_every_schema_field_has_a_supported_type():
+    sections = [config.Config] + [t for t in typing.get_type_hints(config.Config).values()
+                                  if dataclasses.is_dataclass(t)]
+    for section in sections:
+        for name, tp in typing.get_type_hints(section).items():
+            if dataclasses.is_dataclass(tp):
+                continue
+            assert tp in (str, int, float, bool) or typing.get_origin(tp) is list, (section, name, tp)

@@ -1,0 +1,73 @@
+"""Image inputs: unusable files are listed before training, any mode decodes to RGB, local weights load."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import mod, run_cli
+
+config, image = mod("config"), mod("image")
+
+
+def _train_fails(data_dir, tiny, capsys, workdir) -> str:
+    code = run_cli("train", "--exp", "bad", *tiny, f"data.dir={data_dir}")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not (workdir / "outputs" / "bad").exists()
+    return err
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda p: p.unlink(), "missing"),
+    (lambda p: p.write_bytes(b""), "zero bytes"),
+    (lambda p: p.write_bytes(b"this is not a png"), "does not decode"),
+    (lambda p: p.write_bytes(p.read_bytes()[:60]), "does not decode"),  # truncated
+])
+def test_unusable_image_is_named_with_its_line_before_training(data_copy, tiny, capsys, workdir, damage, why):
+    victim = sorted((data_copy / "images").glob("*.png"))[-1]  # a train image (test takes the first rows)
+    damage(victim)
+    err = _train_fails(data_copy, tiny, capsys, workdir)
+    assert victim.name in err and why in err and "line " in err
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_every_image_mode_decodes_to_three_channel_rgb(tmp_path, mode):
+    rgb = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb).convert(mode)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    img.save(path)
+    out = image.read_image(str(path))
+    assert out.shape == (12, 10, 3) and out.dtype == np.uint8
+    if mode == "L":
+        assert (out[..., 0] == out[..., 1]).all()
+
+
+def test_local_weights_file_is_loaded_without_the_hub(workdir, tmp_path):
+    cfg = config.load("demo", ["model.pretrained=true"])
+    mod_ = image.Modality(cfg)
+    reference = mod_.build_model(10, pretrained=False)
+    weights = tmp_path / "weights.pth"
+    torch.save(reference.net.state_dict(), weights)
+    cfg = config.load("demo", ["model.pretrained=true", f"model.weights={weights}"])
+    loaded = image.Modality(cfg).build_model(10, pretrained=True)
+    head = loaded.net.pretrained_cfg["classifier"]  # timm re-initialises the head for a new class count
+    body = {k: v for k, v in reference.net.state_dict().items() if not k.startswith(head)}
+    assert body, "nothing but the head was compared"
+    for name, value in body.items():
+        assert torch.equal(value, loaded.net.state_dict()[name]), name
+
+
+def test_unknown_augmentation_names_its_position(workdir):
+    cfg = config.load("demo", ["aug.train=[{name: HorizontalFlip}, {name: NoSuchTransform}]"])
+    with pytest.raises(config.ConfigError, match=r"aug.train\[1\].*NoSuchTransform"):
+        image.Modality(cfg)
+
+
+def test_training_transforms_augment_and_validation_transforms_do_not(workdir):
+    cfg = config.load("demo", ["aug.train=[{name: HorizontalFlip, p: 1.0}]", "data.image_size=8"])
+    m = image.Modality(cfg)
+    x = np.zeros((8, 8, 3), np.uint8)
+    x[:, :4] = 255
+    train = m.transform(train=True)(image=x)["image"]
+    valid = m.transform(train=False)(image=x)["image"]
+    assert np.allclose(train[:, ::-1], valid)

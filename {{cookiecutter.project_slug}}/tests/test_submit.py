@@ -1,0 +1,74 @@
+"""Submission formats: exactly the sample's ids, order and columns, labels mapped back."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import mod
+
+config, submit, targets = mod("config"), mod("submit"), mod("targets")
+DataError = mod("cli").DataError
+
+
+def _case(problem, classes_or_cols, metric, *extra):
+    cfg = config.load("demo", [f"problem={problem}", f"metric={metric}", *extra])
+    if problem in ("binary", "multiclass"):
+        spec = targets.TargetSpec(problem, ["label"], classes=classes_or_cols)
+    else:
+        spec = targets.TargetSpec(problem, classes_or_cols, mean=[0.0] * 2, std=[1.0] * 2)
+    return cfg, spec
+
+
+def _preds(ids, cols, values):
+    df = pd.DataFrame(values, columns=cols)
+    df.insert(0, "id", ids)
+    return df
+
+
+def test_labels_map_back_to_original_strings_in_sample_order(workdir):
+    cfg, spec = _case("multiclass", ["bird", "cat", "dog"], "accuracy")
+    preds = _preds(["x", "y", "z"], spec.pred_cols, np.eye(3)[[2, 0, 1]])
+    sample = pd.DataFrame({"id": ["z", "x", "y"], "label": ["?", "?", "?"]})
+    sub = submit.build_submission(cfg, spec, preds, sample)
+    assert sub.columns.tolist() == ["id", "label"]
+    assert sub["id"].tolist() == ["z", "x", "y"] and sub["label"].tolist() == ["cat", "dog", "bird"]
+
+
+def test_sample_with_a_column_per_class_gets_probabilities(workdir):
+    cfg, spec = _case("multiclass", ["a", "b", "c"], "log_loss")
+    probs = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    sample = pd.DataFrame({"id": ["q", "p"], "c": 0.0, "a": 0.0, "b": 0.0})
+    sub = submit.build_submission(cfg, spec, _preds(["p", "q"], spec.pred_cols, probs), sample)
+    assert sub.columns.tolist() == ["id", "c", "a", "b"]
+    assert np.allclose(sub[["a", "b", "c"]].to_numpy(), probs[[1, 0]])
+
+
+def test_binary_with_auc_submits_the_positive_probability_and_accuracy_the_label(workdir):
+    probs = np.array([[0.3, 0.7], [0.9, 0.1]])
+    sample = pd.DataFrame({"id": ["p", "q"], "label": [0, 0]})
+    cfg, spec = _case("binary", ["0", "1"], "roc_auc")
+    sub = submit.build_submission(cfg, spec, _preds(["p", "q"], spec.pred_cols, probs), sample)
+    assert np.allclose(sub["label"], [0.7, 0.1])
+    cfg, spec = _case("binary", ["0", "1"], "accuracy")
+    sub = submit.build_submission(cfg, spec, _preds(["p", "q"], spec.pred_cols, probs), sample)
+    assert sub["label"].tolist() == ["1", "0"]
+
+
+def test_multilabel_thresholds_for_label_metrics(workdir):
+    cfg, spec = _case("multilabel", ["t0", "t1"], "f1_macro", "data.target_cols=[t0,t1]")
+    preds = _preds(["p"], ["t0", "t1"], np.array([[0.7, 0.2]]))
+    sub = submit.build_submission(cfg, spec, preds, pd.DataFrame({"id": ["p"], "t0": [0], "t1": [0]}))
+    assert sub[["t0", "t1"]].to_numpy().tolist() == [[1, 0]]
+
+
+def test_ids_that_differ_from_the_sample_are_refused(workdir):
+    cfg, spec = _case("multiclass", ["a", "b"], "accuracy")
+    preds = _preds(["p", "q"], spec.pred_cols, np.eye(2))
+    with pytest.raises(DataError, match="different ids"):
+        submit.build_submission(cfg, spec, preds, pd.DataFrame({"id": ["p", "zz"], "label": ["a", "a"]}))
+
+
+def test_columns_the_experiment_cannot_fill_are_refused(workdir):
+    cfg, spec = _case("multiclass", ["a", "b"], "accuracy")
+    preds = _preds(["p"], spec.pred_cols, np.eye(2)[:1])
+    with pytest.raises(DataError, match=r"columns \['score'\]"):
+        submit.build_submission(cfg, spec, preds, pd.DataFrame({"id": ["p"], "score": [0]}))
