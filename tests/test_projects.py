@@ -3,6 +3,8 @@ metric floor), and through make: the demo pipeline folds -> train -> predict -> 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 import re
 import subprocess
 import sys
@@ -33,3 +35,28 @@ def test_root_demo_runs_both_tasks_through_make(tmp_path):
         sample = pd.read_csv(project / "data" / "demo" / "sample_submission.csv")
         assert sub.columns.tolist() == sample.columns.tolist() and sub["id"].tolist() == sample["id"].tolist()
         assert str(project / "submissions" / "demo.csv") in out.stdout
+
+
+@pytest.mark.parametrize("task, problem", [("image", "multiclass"), ("text", "binary")])
+def test_two_processes_give_one_oof_row_per_train_row_and_the_same_cv(baked, task, problem, tmp_path):
+    """make train NPROC=2: DDP over two CPU processes (gloo) against one process with the same global batch."""
+    project = Path(shutil.copytree(baked[(task, problem)], tmp_path / "p"))
+    assert make("demo-data", project).returncode == 0
+    for exp in ("one", "two"):  # the demo experiment's settings under two names
+        (project / "configs" / f"{exp}.yaml").write_text((project / "configs" / "demo.yaml").read_text())
+    common = "train.folds=[0] train.epochs=6 overwrite=true"
+    one = make("train", project, "EXP=one", f"ARGS={common} train.batch_size=32")
+    two = make("train", project, "EXP=two", "NPROC=2", f"ARGS={common} train.batch_size=16")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "x 2" in two.stderr  # the log line names the process count
+    train = pd.read_csv(project / "data" / "demo" / "train.csv")
+    cvs = {}
+    for exp in ("one", "two"):
+        oof = pd.read_csv(project / "outputs" / exp / "fold0" / "oof.csv")
+        folds = pd.read_csv(project / "outputs" / exp / "folds.csv")
+        assert len(oof) == (folds["fold"] == 0).sum() and oof["id"].is_unique
+        assert set(oof["id"]) == set(folds.loc[folds["fold"] == 0, "id"])
+        assert len(pd.read_csv(project / "outputs" / exp / "oof_preds.csv")) == len(train)
+        cvs[exp] = json.loads((project / "outputs" / exp / "cv.json").read_text())["cv"]
+    assert abs(cvs["one"] - cvs["two"]) < 0.05, cvs

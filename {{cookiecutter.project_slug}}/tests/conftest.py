@@ -24,6 +24,15 @@ PROBLEM = _problem()
 TARGET_OVERRIDE = ["data.target_cols=[t0,t1,t2]"] if PROBLEM == "multilabel" else []
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each CLI run is its own process in real use; in-process tests reset Accelerate's singletons."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")

@@ -21,3 +21,10 @@ def run_cli(stage: str, *argv: str) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     return 0
+
+
+def like_demo(*exps: str) -> None:
+    """Make configs/<exp>.yaml copies of configs/demo.yaml in the working directory (tests use many names)."""
+    demo = Path("configs/demo.yaml").read_text()
+    for exp in exps:
+        Path(f"configs/{exp}.yaml").write_text(demo)

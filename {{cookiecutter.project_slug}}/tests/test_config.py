@@ -1,5 +1,6 @@
 """The config schema: one typed source, YAML layers, dotted overrides, errors that name the key."""
 import dataclasses
+import types
 import typing
 
 import pytest
@@ -87,4 +88,6 @@ def test_every_schema_field_has_a_supported_type():
         for name, tp in typing.get_type_hints(section).items():
             if dataclasses.is_dataclass(tp):
                 continue
-            assert tp in (str, int, float, bool) or typing.get_origin(tp) is list, (section, name, tp)
+            options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+            for option in options:
+                assert option in (str, int, float, bool) or typing.get_origin(option) is list, (section, name, tp)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from helpers import mod, run_cli
+from helpers import like_demo, mod, run_cli
 
 config, metrics, targets = mod("config"), mod("metrics"), mod("targets")
 
@@ -71,7 +71,7 @@ def test_folds_train_predict_submit_end_to_end(tiny, demo_dir, workdir, capsys):
 
 
 def test_a_finished_experiment_is_not_overwritten_silently(tiny, workdir, capsys):
-    (workdir / "configs" / "once.yaml").write_text((workdir / "configs" / "demo.yaml").read_text())
+    like_demo("once")
     args = ["--exp", "once", *tiny, "train.folds=[0]", "train.epochs=1"]
     assert run_cli("train", *args) == 0
     cv_file = workdir / "outputs" / "once" / "cv.json"

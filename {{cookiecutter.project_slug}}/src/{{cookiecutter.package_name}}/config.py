@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,15 +66,71 @@ class TrainConfig:
     accum_steps: int = 1
     max_grad_norm: float = 0.0              # 0 = no clipping
     precision: str = "fp32"                 # fp32 | bf16 | fp16
+    compile: bool = False                   # torch.compile the model
+    channels_last: bool = True              # image: channels_last memory format on GPU
+    freeze_layers: int = 0                  # freeze the first N backbone layers for the whole run
+    freeze_epochs: int = 0                  # freeze the whole backbone for the first N epochs
     num_workers: int = 2
     device: str = "auto"                    # auto | cpu | cuda
     progress: bool = True                   # tqdm bars
 
 
 @dataclass
+class OptimConfig:
+    name: str = "adamw"                     # adamw | sgd
+    momentum: float = 0.9                   # sgd
+    head_lr: float = 0.0                    # lr of the new head; 0 = train.lr
+    llrd: float = 1.0                       # layer-wise lr decay per layer from the top; 1.0 = off
+    schedule: str = "cosine"                # cosine | linear (after warmup, down to train.min_lr)
+
+
+@dataclass
+class LossConfig:
+    name: str = "auto"                      # auto | ce | focal | bce | mse | smooth_l1
+    label_smoothing: float = 0.0            # ce / focal / bce
+    class_weights: str | list[float] = "none"   # none | balanced | [w0, w1, ...]
+    focal_gamma: float = 2.0
+
+
+@dataclass
+class AdvConfig:
+    method: str = "none"                    # none | fgm | pgd | awp
+    eps: float = 0.0                        # 0 = the method's default (fgm/pgd 1.0, awp 1e-3)
+    alpha: float = 0.3                      # pgd step size
+    steps: int = 3                          # pgd steps
+    lr: float = 1e-4                        # awp adv_lr
+    start_epoch: int = 2                    # first epoch (1-based) with the attack
+    param_pattern: str = ""                 # regex of perturbed parameter names; "" = the method's default
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.999
+    warmup: bool = True                     # ramp the decay up over the first steps
+    every: int = 1                          # update every N optimiser steps
+
+
+@dataclass
+class SwaConfig:
+    enabled: bool = False
+    start_epoch: int = 0                    # first averaged epoch (1-based); 0 = the last quarter
+    lr: float = 0.0                         # constant lr during SWA epochs; 0 = keep the schedule
+
+
+@dataclass
+class RDropConfig:
+    alpha: float = 0.0                      # weight of the consistency term; 0 = off
+
+
+@dataclass
 class AugConfig:
     # image: albumentations transforms applied after the resize, e.g. {name: HorizontalFlip, p: 0.5}
     train: list[dict] = field(default_factory=lambda: [{"name": "HorizontalFlip", "p": 0.5}])
+    mixup_alpha: float = 0.0                # image: timm Mixup; 0 = off
+    cutmix_alpha: float = 0.0               # image: CutMix; 0 = off
+    mix_prob: float = 1.0                   # probability a batch is mixed
+    mix_switch_prob: float = 0.5            # probability of CutMix instead of Mixup when both are on
 
 
 @dataclass
@@ -100,6 +157,12 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    rdrop: RDropConfig = field(default_factory=RDropConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -112,16 +175,30 @@ CHOICES = {
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
     "submit.format": ("auto", "label", "proba"),
+    "optim.name": ("adamw", "sgd"),
+    "optim.schedule": ("cosine", "linear"),
+    "loss.name": ("auto", "ce", "focal", "bce", "mse", "smooth_l1"),
+    "adv.method": ("none", "fgm", "pgd", "awp"),
 }
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
     "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "model.weights": "image",
+    "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
+    "train.channels_last": "image",
     "data.text_cols": "text", "data.max_len": "text", "model.pooling": "text",
 }
 
 
 def _coerce(key: str, value: Any, tp: Any, from_cli: bool) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. str | list[float]: the first that fits
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(key, value, option, from_cli and typing.get_origin(option) is not list)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError("; or ".join(errors))
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if from_cli and not isinstance(value, list):
@@ -226,7 +303,8 @@ def validate(cfg: Config, explicit: set[str]) -> None:
     for key in sorted(explicit):
         if key in TASK_ONLY and TASK_ONLY[key] != cfg.task:
             raise ConfigError(f"config key '{key}' applies to {TASK_ONLY[key]} projects; this one is {cfg.task}")
-    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len"]
+    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len",
+                "adv.steps", "ema.every"]
     for key in positive:
         if flat[key] < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
@@ -235,6 +313,13 @@ def validate(cfg: Config, explicit: set[str]) -> None:
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.train.n_folds]
     if bad:
         raise ConfigError(f"config key 'train.folds' has {bad}, outside 0..{cfg.train.n_folds - 1}")
+    if not 0.0 < cfg.ema.decay < 1.0:
+        raise ConfigError(f"config key 'ema.decay' must be in (0, 1), got {cfg.ema.decay}")
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
+    if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights not in ("none", "balanced"):
+        raise ConfigError(f"config key 'loss.class_weights' is {cfg.loss.class_weights!r}; "
+                          f"use none, balanced or a list of numbers")
     if not cfg.data.target_cols:
         raise ConfigError("config key 'data.target_cols' must name at least one column")
     if cfg.problem in ("binary", "multiclass") and len(cfg.data.target_cols) != 1:
@@ -280,9 +365,8 @@ def dump(cfg: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import parse_cli
-    exp, overrides = parse_cli(argv if argv is not None else sys.argv[1:])
-    sys.stdout.write(dump(load(exp, overrides)))
+    from .cli import run_stage
+    run_stage(lambda exp, overrides: sys.stdout.write(dump(load(exp, overrides))), argv)
 
 
 if __name__ == "__main__":

@@ -108,9 +108,10 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def get_logger(log_file: Path | None = None) -> logging.Logger:
+def get_logger(log_file: Path | None = None, main_process: bool = True) -> logging.Logger:
+    """Console (+ file) logger; other DDP ranks only report warnings, so lines are not repeated."""
     logger = logging.getLogger("run")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)
     logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)

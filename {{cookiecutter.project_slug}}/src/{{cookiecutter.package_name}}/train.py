@@ -23,10 +23,13 @@ from .cli import DataError, run_stage
 from .config import Config, ConfigError, dump, load
 from .data import load_all
 from .folds import load_or_make_folds
-from .loop import infer, train_epoch
+from .loop import Tricks, infer, train_epoch
 from .metrics import METRICS, is_better, score
 from .modality import get_modality
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, freeze_layers, set_backbone_trainable
+from .tricks.adversarial import build_adversary
+from .tricks.averaging import build_averagers
+from .tricks.losses import build_loss
 from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_csv, write_json, write_text
 from .targets import TargetSpec
 
@@ -34,8 +37,12 @@ from .targets import TargetSpec
 def make_accelerator(cfg: Config) -> Accelerator:
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' is cuda but no GPU is visible; use auto or cpu")
+    on_cpu = cfg.train.device == "cpu" or not torch.cuda.is_available()
+    if cfg.train.precision == "fp16" and on_cpu:
+        raise ConfigError("config key 'train.precision' fp16 needs a GPU; use bf16 or fp32 on CPU")
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
-    return Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=precision,
+    # cpu=True also when no GPU is visible: only then does Accelerate run torchrun's ranks as gloo DDP
+    return Accelerator(cpu=on_cpu, mixed_precision=precision,
                        gradient_accumulation_steps=cfg.train.accum_steps)
 
 
@@ -70,7 +77,21 @@ def save_loss_plot(path, hist: pd.DataFrame, fold: int, metric: str) -> None:
 class FoldResult:
     preds: np.ndarray
     score: float
-    best_epoch: int
+    best_epoch: int | str
+
+
+def build_tricks(cfg: Config, spec: TargetSpec, model, fit_targets: np.ndarray) -> Tricks:
+    mixer = None
+    if cfg.task == "image":  # mixing.py exists in image projects only
+        from .tricks.mixing import build_mixer
+        mixer = build_mixer(cfg, spec)
+    return Tricks(loss_fn=build_loss(cfg, spec, fit_targets), problem=cfg.problem, mixer=mixer,
+                  adversary=build_adversary(cfg, model), rdrop_alpha=cfg.rdrop.alpha)
+
+
+def save_checkpoint(path, module, epoch, s: float, metric: str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": module.state_dict(), "epoch": epoch, "score": s, "metric": metric}, tmp)
 
 
 def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: TargetSpec, paths: RunPaths,
@@ -83,19 +104,26 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
     eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
     val_loader = mod.loader(train_df.iloc[va], y_fit[va], False, eval_bs)
     model = mod.build_model(spec.n_outputs, cfg.model.pretrained)
+    freeze_layers(model, cfg.train.freeze_layers)
+    if cfg.task == "image" and cfg.train.channels_last and accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    tricks = build_tricks(cfg, spec, model, y_fit[tr])
     optimizer = build_optimizer(model, cfg)
     steps = math.ceil(len(train_loader) / cfg.train.accum_steps) * cfg.train.epochs
     scheduler = build_scheduler(optimizer, cfg, steps)
+    raw = model
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
+    tricks.ema, swa = build_averagers(cfg, raw)  # after prepare: the copies live on the device
+    if cfg.train.compile:
+        model = torch.compile(model)
 
     best: FoldResult | None = None
     rows = []
-    for epoch in range(1, cfg.train.epochs + 1):
-        t0 = time.time()
-        tr_loss = train_epoch(model, train_loader, optimizer, scheduler, accelerator, spec,
-                              cfg.train.max_grad_norm, f"fold {k} epoch {epoch}", cfg.train.progress)
-        preds, va_loss = infer(model, val_loader, accelerator, spec, f"fold {k} valid", cfg.train.progress)
+
+    def evaluate(module, epoch, tr_loss, t0):
+        nonlocal best
+        preds, va_loss = infer(module, val_loader, accelerator, spec, f"fold {k} valid", cfg.train.progress)
         s = score(cfg.metric, cfg.problem, y_true[va], preds)
         improved = is_better(cfg.metric, s, None if best is None else best.score)
         rows.append(dict(fold=k, epoch=epoch, train_loss=tr_loss, valid_loss=va_loss, score=s,
@@ -106,16 +134,35 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
         if improved:
             best = FoldResult(preds, s, epoch)
             if accelerator.is_main_process:
-                state = accelerator.unwrap_model(model).state_dict()
-                with atomic_path(paths.checkpoint(k)) as tmp:
-                    torch.save({"model": state, "epoch": epoch, "score": s, "metric": cfg.metric}, tmp)
+                save_checkpoint(paths.checkpoint(k), accelerator.unwrap_model(module), epoch, s, cfg.metric)
         if accelerator.is_main_process:
             write_csv(paths.history, pd.DataFrame(history))
+
+    for epoch in range(1, cfg.train.epochs + 1):
+        t0 = time.time()
+        if cfg.train.freeze_epochs:
+            set_backbone_trainable(raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
+        in_swa = swa is not None and swa.in_swa(epoch)
+        if in_swa:
+            swa.on_epoch_start(optimizer, epoch)
+        tr_loss = train_epoch(model, train_loader, optimizer, scheduler, accelerator, tricks, epoch, raw,
+                              cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
+                              desc=f"fold {k} epoch {epoch}", progress=cfg.train.progress)
+        if swa is not None:
+            swa.on_epoch_end(raw, epoch)
+        if swa is None or epoch < cfg.train.epochs:
+            evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, tr_loss, t0)
+    if swa is not None:
+        # SWA's averaged model is the fold's model: no best-epoch selection on top of it
+        swa.finalize(train_loader)
+        best = None
+        evaluate(swa.module, "swa", tr_loss, t0)
     if best is None:
         raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
                         f"that fold (e.g. a single class makes AUC undefined)")
     if accelerator.is_main_process:
-        save_loss_plot(paths.loss_plot(k), pd.DataFrame(rows), k, cfg.metric)
+        plot = pd.DataFrame([r for r in rows if r["epoch"] != "swa"])
+        save_loss_plot(paths.loss_plot(k), plot, k, cfg.metric)
         write_csv(paths.fold_oof(k), preds_frame(train_df[cfg.data.id_col].iloc[va], cfg.data.id_col,
                                                  best.preds, spec))
     accelerator.free_memory()
@@ -126,24 +173,30 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     cfg = load(exp, overrides)
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
-    if accelerator.is_main_process and paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
+    if paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
         prepare_run_dir(paths, overwrite=False)  # raises with the message, before any work
     train_df, test_df, spec = load_all(cfg)
-    folds = load_or_make_folds(cfg, train_df, spec)
     mod = get_modality(cfg)
     id_col = cfg.data.id_col
+    y_fit = spec.encode(train_df, id_col, cfg.data.train_file, scaled=True)
+    # Build the model and every trick once before anything is written: unreachable weights, a bad
+    # adv.param_pattern or loss for this problem fail here, not after the run folder exists.
+    build_tricks(cfg, spec, mod.build_model(spec.n_outputs, cfg.model.pretrained), y_fit)
+    accelerator.wait_for_everyone()  # every process has checked the inputs before anything is written
     if accelerator.is_main_process:
+        folds = load_or_make_folds(cfg, train_df, spec)
         prepare_run_dir(paths, cfg.overwrite)
         write_text(paths.config, dump(cfg))
         spec.save(paths.labels)
         write_csv(paths.folds, folds)
         mod.save_assets(paths.backbone)
     accelerator.wait_for_everyone()
-    log = get_logger(paths.log if accelerator.is_main_process else None)
+    if not accelerator.is_main_process:
+        folds = load_or_make_folds(cfg, train_df, spec)  # reads the main process's file
+    log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
     log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
-             f"metric {cfg.metric}, device {accelerator.device}")
+             f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}")
 
-    y_fit = spec.encode(train_df, id_col, cfg.data.train_file, scaled=True)
     y_true = spec.encode(train_df, id_col, cfg.data.train_file)
     fold_ids = folds["fold"].to_numpy()
     oof = np.full((len(train_df), spec.n_outputs), np.nan, dtype=np.float64)

@@ -1,0 +1,87 @@
+"""Optimiser groups and schedule: head lr, layer-wise lr decay, freezing, warmup + cosine/linear floor."""
+import pytest
+import torch
+
+from helpers import mod
+
+config, optim = mod("config"), mod("optim")
+
+
+def _model(demo_dir, task):
+    cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}"] if task == "text" else [])
+    return cfg, mod("modality").get_modality(cfg).build_model(3, pretrained=task == "text")
+
+
+def _task():
+    return config.load("demo").task
+
+
+def _lr_of(opt, param):
+    return next(g["lr"] for g in opt.param_groups if any(p is param for p in g["params"]))
+
+
+def test_llrd_gives_each_layer_decay_times_the_layer_above(demo_dir, workdir):
+    task = _task()
+    cfg, model = _model(demo_dir, task)
+    cfg = config.load("demo", ["optim.llrd=0.5", "train.lr=1.0", "optim.head_lr=3.0"]
+                      + ([f"model.name={demo_dir / 'tiny_bert'}"] if task == "text" else []))
+    ids = optim.layer_ids(model)
+    opt = optim.build_optimizer(model, cfg)
+    top = max(ids.values())
+    head = optim.head_prefix(model)
+    depths_seen = set()
+    for name, p in model.named_parameters():
+        if name.startswith(head):
+            assert _lr_of(opt, p) == 3.0, name
+        else:
+            assert _lr_of(opt, p) == pytest.approx(0.5 ** (top - ids[name])), name
+            depths_seen.add(ids[name])
+    assert len(depths_seen) >= 3  # embeddings/stem, middle layers, top
+
+
+def test_no_weight_decay_on_biases_and_norms(demo_dir, workdir):
+    cfg, model = _model(demo_dir, _task())
+    opt = optim.build_optimizer(model, config.load("demo", ["train.weight_decay=0.1"]))
+    for g in opt.param_groups:
+        assert all((p.ndim <= 1) == (g["weight_decay"] == 0.0) for p in g["params"])
+
+
+def test_freeze_layers_freezes_the_lowest_layers_only(demo_dir, workdir):
+    cfg, model = _model(demo_dir, _task())
+    ids = optim.layer_ids(model)
+    optim.freeze_layers(model, 2)
+    head = optim.head_prefix(model)
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (name.startswith(head) or ids[name] >= 2), name
+
+
+def test_freeze_epochs_toggles_the_backbone_but_never_the_head(demo_dir, workdir):
+    cfg, model = _model(demo_dir, _task())
+    head = optim.head_prefix(model)
+    optim.set_backbone_trainable(model, False)
+    assert all(p.requires_grad == n.startswith(head) for n, p in model.named_parameters())
+    optim.set_backbone_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_warmup_then_decay_to_the_floor(workdir, schedule):
+    cfg = config.load("demo", ["train.lr=1.0", "train.min_lr=0.1", "train.warmup=0.2", f"optim.schedule={schedule}"])
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = optim.build_scheduler(opt, cfg, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)  # two warmup steps
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[2:], lrs[3:]))  # then never increases
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+def test_sgd_is_nesterov_with_the_configured_momentum(demo_dir, workdir):
+    cfg, model = _model(demo_dir, _task())
+    opt = optim.build_optimizer(model, config.load("demo", ["optim.name=sgd", "optim.momentum=0.8"]))
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"]
