@@ -20,7 +20,7 @@ $(STAMP): $(TEMPLATE)/requirements.txt tests/requirements.txt
 venv: $(STAMP) ## create .venv with the pinned dependencies of baked projects + cookiecutter and pytest
 
 test: $(STAMP) ## bake every task x problem, run each baked project's tests, the hooks' checks and the demo
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest tests
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 demo: $(STAMP) ## bake an image and a text project into scratch/demo and run folds -> train -> predict -> submit
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VPY) bench/demo.py --out scratch/demo

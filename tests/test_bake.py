@@ -55,7 +55,8 @@ def test_no_template_syntax_survives_and_python_compiles(baked, task, problem):
 @pytest.mark.parametrize("task, problem", COMBOS)
 def test_the_other_modality_leaves_no_code_behind(baked, task, problem):
     src = "\n".join(p.read_text() for p in (baked[(task, problem)] / "src").rglob("*.py"))
-    other = "timm|albumentations|cv2|PIL" if task == "text" else "transformers|tokenizers"
+    # timm stays in text projects for its ModelEmaV3 (tricks/averaging.py), not for image code
+    other = "timm\\.data|timm$|albumentations|cv2|PIL" if task == "text" else "transformers|tokenizers"
     assert not re.search(rf"^\s*(import|from)\s+({other})\b", src, re.M)
 
 

@@ -2,12 +2,13 @@
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import like_demo, run_cli
 
 from conftest import TARGET_OVERRIDE  # noqa: F401 - keeps the demo's multilabel columns
 
 
 def _train_fails(data_dir, tiny, capsys, *extra) -> str:
+    like_demo("bad")
     code = run_cli("train", "--exp", "bad", *tiny, f"data.dir={data_dir}", *extra)
     err = capsys.readouterr().err
     assert code == 2, err

@@ -72,3 +72,11 @@ def test_columns_the_experiment_cannot_fill_are_refused(workdir):
     preds = _preds(["p"], spec.pred_cols, np.eye(2)[:1])
     with pytest.raises(DataError, match=r"columns \['score'\]"):
         submit.build_submission(cfg, spec, preds, pd.DataFrame({"id": ["p"], "score": [0]}))
+
+
+def test_qwk_regression_submits_rounded_grades_inside_the_training_range(workdir):
+    cfg = config.load("demo", ["problem=regression", "metric=qwk", "data.target_cols=[score]"])
+    spec = targets.TargetSpec("regression", ["score"], mean=[2.0], std=[1.0], low=[1.0], high=[4.0])
+    preds = _preds(["p", "q", "r"], ["score"], np.array([[0.2], [2.6], [5.7]]))
+    sub = submit.build_submission(cfg, spec, preds, pd.DataFrame({"id": ["p", "q", "r"], "score": [0, 0, 0]}))
+    assert sub["score"].tolist() == [1, 3, 4]

@@ -61,5 +61,7 @@ def test_predict_needs_only_the_run_folder(demo_dir, tiny, workdir, tmp_path, ca
     args = ["--exp", "demo", *tiny, f"model.name={model_dir}", "train.folds=[0]", "train.epochs=1"]
     assert run_cli("train", *args) == 0, capsys.readouterr().err
     shutil.rmtree(model_dir)  # as on an offline Kaggle notebook: only outputs/<exp>/ is there
-    assert run_cli("predict", "--exp", "demo", f"data.dir={demo_dir}") == 0, capsys.readouterr().err
+    shutil.rmtree(workdir / "configs")
+    assert run_cli("predict", "--exp", "demo", f"data.dir={demo_dir}", "data.max_len=16") == 0, \
+        capsys.readouterr().err
     assert (workdir / "outputs" / "demo" / "test_preds.csv").exists()

@@ -44,11 +44,12 @@ def _train(exp, tiny, *extra) -> dict:
     return json.loads(open(f"outputs/{exp}/cv.json").read())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", SWITCHES, ids=[" ".join(s) for s in SWITCHES])
 def test_each_switch_trains_and_scores(tiny, workdir, switch):
     if any(s.startswith("aug.") for s in switch) and _task() == "text":
         pytest.skip("mixup/cutmix are image tricks")
-    result = _train("trick", tiny, *switch)
+    result = _train("trick", tiny, *switch, "train.epochs=1")
     assert math.isfinite(result["cv"])
     oof = pd.read_csv("outputs/trick/fold0/oof.csv")
     assert len(oof) > 0 and not oof.isna().any().any()

@@ -313,6 +313,9 @@ def validate(cfg: Config, explicit: set[str]) -> None:
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.train.n_folds]
     if bad:
         raise ConfigError(f"config key 'train.folds' has {bad}, outside 0..{cfg.train.n_folds - 1}")
+    if not 0 <= cfg.swa.start_epoch <= cfg.train.epochs:
+        raise ConfigError(f"config key 'swa.start_epoch' must be in 0..train.epochs={cfg.train.epochs}, "
+                          f"got {cfg.swa.start_epoch}")
     if not 0.0 < cfg.ema.decay < 1.0:
         raise ConfigError(f"config key 'ema.decay' must be in (0, 1), got {cfg.ema.decay}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:

@@ -94,6 +94,8 @@ def load_all(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, TargetSpec]:
     """Every check that can fail, run before any expensive work."""
     train = load_train(cfg)
     spec = TargetSpec.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
+    from .folds import check_fold_counts
+    check_fold_counts(cfg, train, spec)
     test = load_test(cfg)
     check_sample_ids(cfg, test, load_sample_submission(cfg))
     if cfg.data.check_inputs:

@@ -10,6 +10,7 @@ so seed-averaged experiments still share folds.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +24,33 @@ from .targets import CLASSIFICATION, TargetSpec
 
 
 def folds_file(cfg: Config) -> Path:
+    """One file per data set and split recipe: the stratification target and groups are in the name."""
     name = Path(cfg.data.dir).resolve().name or "data"
-    group = f"_g-{cfg.data.group_col}" if cfg.data.group_col else ""
-    return Path(cfg.paths.folds) / f"{name}_{cfg.data.train_file.rsplit('.', 1)[0]}_k{cfg.train.n_folds}_s{cfg.data.fold_seed}{group}.csv"
+    recipe = f"{cfg.data.train_file}|{cfg.problem}|{','.join(cfg.data.target_cols)}|{cfg.data.group_col}"
+    tag = hashlib.sha1(recipe.encode()).hexdigest()[:6]
+    stem = Path(cfg.data.train_file).stem  # a nested or absolute train_file must not leak into the path
+    return Path(cfg.paths.folds) / f"{name}_{stem}_k{cfg.train.n_folds}_s{cfg.data.fold_seed}_{tag}.csv"
 
 
-def make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
-    id_col, k, seed = cfg.data.id_col, cfg.train.n_folds, cfg.data.fold_seed
-    order = np.argsort(train[id_col].to_numpy(), kind="stable")
-    df = train.iloc[order].reset_index(drop=True)
-    y = spec.encode(df, id_col, cfg.data.train_file)
+def check_fold_counts(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> None:
+    """Every class (classification) needs at least train.n_folds members to appear in every fold."""
+    k = cfg.train.n_folds
     if spec.problem in CLASSIFICATION:
-        counts = np.bincount(y, minlength=spec.n_outputs)
+        counts = np.bincount(spec.encode(train, cfg.data.id_col, cfg.data.train_file), minlength=spec.n_outputs)
         small = [(spec.classes[i], int(c)) for i, c in enumerate(counts) if c < k]
         if small:
             raise DataError(f"{cfg.data.train_file} column '{spec.target_cols[0]}': class(es) {small} have fewer "
                             f"members than train.n_folds={k}; lower train.n_folds or merge rare classes")
+    if len(train) < k:
+        raise DataError(f"{cfg.data.train_file} has {len(train)} rows, fewer than train.n_folds={k}")
+
+
+def make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
+    id_col, k, seed = cfg.data.id_col, cfg.train.n_folds, cfg.data.fold_seed
+    check_fold_counts(cfg, train, spec)
+    order = np.argsort(train[id_col].to_numpy(), kind="stable")
+    df = train.iloc[order].reset_index(drop=True)
+    y = spec.encode(df, id_col, cfg.data.train_file)
     x = np.zeros(len(df))
     groups = df[cfg.data.group_col].to_numpy() if cfg.data.group_col else None
     if groups is not None and len(set(groups)) < k:

@@ -10,12 +10,13 @@ and test_preds.csv: the id column plus the same prediction columns as oof_preds.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .cli import run_stage
-from .config import ConfigError, load
+from .config import CONFIG_DIR, ConfigError, load, parse_overrides, read_yaml
 from .data import load_test
 from .loop import infer
 from .modality import get_modality
@@ -28,8 +29,15 @@ def open_run(exp: str | None, overrides: list[str], stage: str):
     """The run's own saved config (+ overrides), its paths and label map."""
     if not exp:
         raise ConfigError(f"name the experiment: make {stage} EXP=<name>")
-    paths = RunPaths(load(exp, overrides))
-    cfg = load(exp, overrides, base=paths.require(paths.config, "train"))
+    # Find the run folder without resolving configs/ (a notebook may have only outputs/<exp>/).
+    outputs = parse_overrides(overrides).get("paths", {}).get("outputs")
+    default = CONFIG_DIR / "default.yaml"
+    if outputs is None and default.exists():
+        outputs = read_yaml(default).get("paths", {}).get("outputs")
+    config_file = Path(outputs or "outputs") / exp / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"{config_file} does not exist: run `make train EXP={exp}` first")
+    cfg = load(exp, overrides, base=config_file)
     paths = RunPaths(cfg)
     spec = TargetSpec.load(paths.require(paths.labels, "train"))
     return cfg, paths, spec

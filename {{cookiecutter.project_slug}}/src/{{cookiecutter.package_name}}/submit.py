@@ -58,7 +58,11 @@ def build_submission(cfg: Config, spec: TargetSpec, preds: pd.DataFrame, sample:
     elif spec.problem == "regression" and set(cols) == set(spec.target_cols):
         for c in cols:
             v = p[c].to_numpy()
-            out[c] = np.rint(v).astype(int) if cfg.metric == "qwk" else v
+            if cfg.metric == "qwk":  # grades: round and keep inside the training range
+                j = spec.target_cols.index(c)
+                lo, hi = (spec.low[j], spec.high[j]) if spec.low else (-np.inf, np.inf)
+                v = np.clip(np.rint(v), np.ceil(lo), np.floor(hi)).astype(int)
+            out[c] = v
     else:
         want = spec.classes if spec.problem in CLASSIFICATION else spec.target_cols
         raise DataError(f"{sample_path} has columns {cols} besides '{id_col}'; this experiment predicts "

@@ -45,6 +45,8 @@ class TargetSpec:
     classes: list[str] = field(default_factory=list)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    low: list[float] = field(default_factory=list)    # regression: training range (qwk clips to it)
+    high: list[float] = field(default_factory=list)
 
     # ---- fitting and persistence -------------------------------------------------------------------
     @classmethod
@@ -65,6 +67,7 @@ class TargetSpec:
         elif problem == "regression":
             spec.mean = values.mean(0).tolist()
             spec.std = [s if s > 0 else 1.0 for s in values.std(0).tolist()]
+            spec.low, spec.high = values.min(0).tolist(), values.max(0).tolist()
         return spec
 
     def _checked_values(self, df: pd.DataFrame, id_col: str, file: str) -> np.ndarray:

@@ -119,4 +119,6 @@ class Modality:
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"config key 'model.name': cannot load a model from {self.source!r} "
                               f"({type(e).__name__}: {e})") from None
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # unused by our pooling head; DDP refuses parameters that get no gradient
         return TextModel(backbone, n_outputs, m.pooling, m.drop_rate)

@@ -114,7 +114,7 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
     raw = model
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
-    tricks.ema, swa = build_averagers(cfg, raw)  # after prepare: the copies live on the device
+    tricks.ema, swa = build_averagers(cfg, raw, optimizer)  # after prepare: the copies live on the device
     if cfg.train.compile:
         model = torch.compile(model)
 
@@ -143,8 +143,6 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
         if cfg.train.freeze_epochs:
             set_backbone_trainable(raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
         in_swa = swa is not None and swa.in_swa(epoch)
-        if in_swa:
-            swa.on_epoch_start(optimizer, epoch)
         tr_loss = train_epoch(model, train_loader, optimizer, scheduler, accelerator, tricks, epoch, raw,
                               cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
                               desc=f"fold {k} epoch {epoch}", progress=cfg.train.progress)
@@ -154,14 +152,16 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
             evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, tr_loss, t0)
     if swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
-        swa.finalize(train_loader)
+        with accelerator.autocast():
+            swa.finalize(train_loader)
         best = None
         evaluate(swa.module, "swa", tr_loss, t0)
     if best is None:
         raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
                         f"that fold (e.g. a single class makes AUC undefined)")
     if accelerator.is_main_process:
-        plot = pd.DataFrame([r for r in rows if r["epoch"] != "swa"])
+        # the SWA evaluation is plotted at the last epoch (it averages the weights up to there)
+        plot = pd.DataFrame([{**r, "epoch": cfg.train.epochs if r["epoch"] == "swa" else r["epoch"]} for r in rows])
         save_loss_plot(paths.loss_plot(k), plot, k, cfg.metric)
         write_csv(paths.fold_oof(k), preds_frame(train_df[cfg.data.id_col].iloc[va], cfg.data.id_col,
                                                  best.preds, spec))

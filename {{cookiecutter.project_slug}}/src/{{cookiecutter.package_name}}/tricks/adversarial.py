@@ -6,26 +6,24 @@
     optimizer.step() ...
 
 attack() perturbs the chosen weights in place, recomputes the loss, backpropagates it (ADDING to the
-gradients already there, those of earlier micro-batches included: nothing is zeroed for good) and
-restores the weights bit-exactly from a copy, and the BatchNorm running statistics too, so the extra
-forward passes change nothing but the gradients. The direction comes from the gradient present when it
-is called (under accumulation: the micro-batches so far). Frozen weights (no .grad) are not perturbed;
-when no chosen weight has a gradient the attack is skipped (returns nan) instead of adding the clean
-gradient twice.
+gradients already there, earlier micro-batches' included: nothing is zeroed for good), then restores the
+weights bit-exactly from a copy, and the BatchNorm running statistics too. The direction is the gradient
+present at the call (under accumulation: of the micro-batches so far). Weights without .grad (frozen)
+are not perturbed; if none of the chosen ones has a gradient the attack is skipped (returns nan).
 
 * FGM: w += adv.eps * g/||g|| (per tensor), one extra forward/backward: about 2x the step cost.
 * PGD: adv.steps steps of adv.alpha * g/||g||, each projected onto the adv.eps ball around the clean
-  weights; the gradients of the steps before the last are discarded: (steps+1)x the cost, stronger.
-  FGM/PGD perturb by default the word embeddings of text models (a name with `word_embeddings`, else the
+  weights; only the last step's gradient is kept: (steps+1)x the cost, a stronger attack.
+  FGM/PGD default to the word embeddings of text models (`...word_embeddings.weight`, else the
   backbone's get_input_embeddings()) and the stem of image models (the first Conv2d, a ViT's patch
-  embedding included). They help fine-tuning text models on small or noisy data (+0.5..1 point in many
-  NLP competitions); eps 1.0 suits embeddings of norm ~1 per row, far too much for a conv stem.
+  embedding included). They help fine-tuning text models on small or noisy data, a staple of Kaggle
+  NLP solutions; eps 1.0 is tuned for embeddings: scale it to the weight norm for an image stem.
 * AWP (adversarial weight perturbation, as in the Feedback Prize solutions): every chosen w moves by
   adv.lr * ||w|| * g/||g||, clamped to w0 +- adv.eps*|w0| elementwise; one extra forward/backward.
-  Default tensors: names containing "weight" with >= 2 dims, outside normalisation layers (any module
-  whose class name contains "Norm") and nn.Embedding layers, i.e. the linear/conv matrices. Helps late
-  in training, once the model fits the data (adv.start_epoch >= 2, often later); started in epoch 1,
-  or with the large snippet values (adv_lr 1, adv_eps 0.01+), it stops the model from learning.
+  Default: names containing "weight" with >= 2 dims outside normalisation layers (class name contains
+  "Norm") and nn.Embedding layers, i.e. the linear/conv matrices. Helps late in training, once the model
+  fits the data (adv.start_epoch >= 2, often later); started in epoch 1, or with the large snippet values
+  (adv_lr 1, adv_eps 0.01+), it keeps the model from learning.
 None of them helps a from-scratch image model much (augmentation does that job): expect only the cost.
 """
 from __future__ import annotations
@@ -202,10 +200,10 @@ def build_adversary(cfg: Config, model: nn.Module) -> Adversary | None:
     trainable = [n for n in names if params[n].requires_grad]
     if not trainable:
         what = f"{a.param_pattern!r}" if a.param_pattern else f"empty (the {a.method} default)"
-        found = f"only frozen parameters ({', '.join(names[:3])})" if names else "no parameter"
+        found = (f"only frozen parameters ({', '.join(names[:3])}; train.freeze_layers?)" if names
+                 else "no parameter")
         raise ConfigError(f"config key 'adv.param_pattern' is {what} and selects {found} of "
-                          f"{type(model).__name__}; give a regex over model.named_parameters() names, e.g. "
-                          f"'word_embeddings' or 'weight'")
+                          f"{type(model).__name__}; give a regex over trainable model.named_parameters() names")
     eps = a.eps or DEFAULT_EPS[a.method]
     if a.method == "fgm":
         return FGM(model, trainable, eps, a.start_epoch)
