@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 SETS = {
     "image_fmnist": dict(
         answers=dict(task="image", problem="multiclass", metric="accuracy", target_cols="label", image_size="32"),
-        base=["model.name=resnet18", "model.pretrained=false", "train.lr=2e-3", "train.batch_size=64",
+        base=["model.name=resnet10t", "model.pretrained=false", "train.lr=2e-3", "train.batch_size=64", "train.num_workers=0",
               "aug.train=[]"],
         variants={"EMA": ["ema.enabled=true", "ema.decay=0.998"],
                   "mixup": ["aug.mixup_alpha=0.2"],

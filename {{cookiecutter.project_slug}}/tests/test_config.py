@@ -90,4 +90,11 @@ def test_every_schema_field_has_a_supported_type():
                 continue
             options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
             for option in options:
-                assert option in (str, int, float, bool) or typing.get_origin(option) is list, (section, name, tp)
+                assert option in (str, int, float, bool, dict) or typing.get_origin(option) is list, (section, name, tp)
+
+
+def test_mapping_keys_take_a_mapping_and_refuse_anything_else(workdir):
+    cfg = config.load("demo", ["ensemble.meta_params={C: 0.5, max_iter: 200}"])
+    assert cfg.ensemble.meta_params == {"C": 0.5, "max_iter": 200}
+    with pytest.raises(config.ConfigError, match="ensemble.meta_params"):
+        config.load("demo", ["ensemble.meta_params=3"])

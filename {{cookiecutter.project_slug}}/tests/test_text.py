@@ -32,7 +32,8 @@ def test_several_text_columns_are_joined_with_the_separator_token(demo_dir, work
 
 
 def test_batches_are_padded_to_their_own_longest_text(demo_dir, workdir):
-    cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}", "data.max_len=64"])
+    cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}", "data.max_len=64",
+                               "infer.sort_by_length=false"])  # sorted inference: see test_tta.py
     m = text.Modality(cfg)
     col = cfg.data.text_cols[0]
     df = pd.DataFrame({col: ["great", "great song", "great song awful pizza beach", "map"]})
@@ -44,7 +45,8 @@ def test_batches_are_padded_to_their_own_longest_text(demo_dir, workdir):
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_mean_pooling_ignores_padding(demo_dir, workdir, pooling):
-    cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}", f"model.pooling={pooling}"])
+    cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}", f"model.pooling={pooling}",
+                               "infer.sort_by_length=false"])  # row 0 stays first in the batch
     m = text.Modality(cfg)
     model = m.build_model(2, pretrained=True).eval()
     col = cfg.data.text_cols[0]

@@ -1,22 +1,32 @@
 """python -m <package> <stage> [--exp NAME] [key=value ...]
 
-Stages: check, folds, train, predict, submit, config, demo-data.
+Stages: check, folds, train, predict, pseudo, ensemble, submit, eda, sanity, leaderboard, config, demo-data,
+pretrain (text projects).
 Each stage is also its own module: python -m <package>.<stage>.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 STAGES = {"check": "data", "folds": "folds", "train": "train", "predict": "predict", "submit": "submit",
-          "config": "config", "demo-data": "demo_data"}
+          "pseudo": "pseudo", "ensemble": "ensemble", "pretrain": "pretrain", "config": "config",
+          "demo-data": "demo_data", "eda": "eda", "sanity": "sanity", "leaderboard": "leaderboard"}
+
+TEXT_ONLY = {"pretrain"}  # masked-LM post-pretraining
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
         print(__doc__.replace("<package>", __package__), file=sys.stderr)
         raise SystemExit(0 if len(sys.argv) < 2 else 2)
-    module = importlib.import_module(f"{__package__}.{STAGES[sys.argv[1]]}")
+    name = f"{__package__}.{STAGES[sys.argv[1]]}"
+    if importlib.util.find_spec(name) is None:  # the bake hook keeps the modality's stages only
+        print(f"error: stage '{sys.argv[1]}' is not part of this project"
+              f"{' (text projects only)' if sys.argv[1] in TEXT_ONLY else ''}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(name)
     module.main(sys.argv[2:])
 
 

@@ -34,6 +34,19 @@ def parse_cli(argv: list[str]) -> tuple[str | None, list[str]]:
     return exp or None, overrides
 
 
+def pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """`--flag VALUE` or `--flag=VALUE` taken out of argv (for stages with more than --exp)."""
+    value, rest, it = None, [], iter(argv)
+    for arg in it:
+        if arg == flag:
+            value = next(it, None)
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return value, rest
+
+
 def run_stage(fn: Callable[[str | None, list[str]], object], argv: list[str] | None = None) -> None:
     """Run a stage; a config or data mistake ends with one clear line and exit code 2."""
     exp, overrides = parse_cli(sys.argv[1:] if argv is None else argv)

@@ -73,6 +73,8 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"                    # auto | cpu | cuda
     progress: bool = True                   # tqdm bars
+    full_fit: bool = False                  # train on all rows for the CV run's epochs -> outputs/<exp>_full/
+    seeds: list[int] = field(default_factory=list)   # full_fit: one model per seed; [] = [seed]
 
 
 @dataclass
@@ -134,9 +136,76 @@ class AugConfig:
 
 
 @dataclass
+class TtaConfig:
+    # image: identity hflip vflip transpose rot90 rot180 rot270 scale<f> (e.g. scale1.15);
+    # text: head tail head_tail (differ only for texts longer than data.max_len)
+    views: list[str] = field(default_factory=lambda: ["identity"])
+    reduce: str = "mean"                    # mean | gmean (of probabilities / values, never logits)
+    oof: bool = False                       # predict: also redo the OOF predictions (and CV) with the views
+    batched: bool = True                    # image: same-size views in one forward
+
+
+@dataclass
+class InferConfig:
+    sort_by_length: bool = True             # text: inference batches of similar length (order restored)
+    pad_to_max_len: bool = False            # text: pad every batch to data.max_len (for comparison only)
+
+
+@dataclass
+class PseudoConfig:
+    base: str = ""                          # set by make pseudo: the experiment that labels
+    source: str = ""                        # "" = test.csv; or a CSV of unlabelled rows (relative to data.dir)
+    threshold: float = 0.9                  # hard labels: keep rows whose top probability >= this
+    soft: bool = False                      # true: probabilities as soft targets, no threshold
+    weight: float = 1.0                     # loss weight of a pseudo row (real rows: 1)
+    per_fold: bool = True                   # fold k learns from base fold k's predictions (no leak)
+
+
+@dataclass
+class EnsembleConfig:
+    members: list[str] = field(default_factory=list)   # set by make ensemble EXPS="a b c"
+    method: str = "weighted"                # mean | weighted | hill | rank | gmean | stack
+    hill_iters: int = 100                   # hill: Caruana steps (members added with replacement)
+    meta_model: str = ""                    # stack: import path of a sklearn estimator; "" = logistic / ridge
+    meta_params: dict = field(default_factory=dict)     # stack: keyword arguments of the meta-model
+
+
+@dataclass
+class PretrainConfig:
+    # text: masked-language-model post-pretraining of model.name on the competition's texts (make pretrain)
+    extra_files: list[str] = field(default_factory=list)  # more corpus files (.txt lines or .csv with data.text_cols)
+    mlm_probability: float = 0.15
+    whole_word: bool = False                # mask whole words (all their sub-tokens) instead of tokens
+    group_texts: bool = True                # concatenate texts and cut into max_len blocks; false = one text each
+    max_len: int = 256
+    epochs: int = 1
+    max_steps: int = 0                      # > 0 overrides epochs
+    batch_size: int = 16
+    lr: float = 5.0e-5
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    valid_fraction: float = 0.05            # held-out texts for the before / after perplexity
+
+
+@dataclass
 class SubmitConfig:
     format: str = "auto"                    # auto | label | proba
     threshold: float = 0.5                  # multilabel: probability -> 0/1 for label format
+
+
+@dataclass
+class EdaConfig:
+    max_rows: int = 20000                   # make eda: rows read per file (a random sample beyond); 0 = all
+
+
+@dataclass
+class SanityConfig:
+    # make sanity: overfit a few rows with every regulariser off; the loss must collapse
+    rows: int = 32                          # training rows (stratified for classification)
+    steps: int = 100                        # optimiser steps on them
+    lr: float = 0.0                         # constant lr; 0 = train.lr
+    max_final_loss_ratio: float = 0.1       # pass: final loss <= ratio x initial loss
+    samples: int = 16                       # augmented images / decoded texts saved for a look
 
 
 @dataclass
@@ -164,7 +233,14 @@ class Config:
     swa: SwaConfig = field(default_factory=SwaConfig)
     rdrop: RDropConfig = field(default_factory=RDropConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    tta: TtaConfig = field(default_factory=TtaConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    eda: EdaConfig = field(default_factory=EdaConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -179,13 +255,20 @@ CHOICES = {
     "optim.schedule": ("cosine", "linear"),
     "loss.name": ("auto", "ce", "focal", "bce", "mse", "smooth_l1"),
     "adv.method": ("none", "fgm", "pgd", "awp"),
+    "tta.reduce": ("mean", "gmean"),
+    "ensemble.method": ("mean", "weighted", "hill", "rank", "gmean", "stack"),
 }
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
     "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "model.weights": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",
+    "tta.batched": "image",
     "data.text_cols": "text", "data.max_len": "text", "model.pooling": "text",
+    "infer.sort_by_length": "text", "infer.pad_to_max_len": "text",
+    **{f"pretrain.{k}": "text" for k in ("extra_files", "mlm_probability", "whole_word", "group_texts", "max_len",
+                                        "epochs", "max_steps", "batch_size", "lr", "warmup", "weight_decay",
+                                        "valid_fraction")},
 }
 
 
@@ -304,7 +387,7 @@ def validate(cfg: Config, explicit: set[str]) -> None:
         if key in TASK_ONLY and TASK_ONLY[key] != cfg.task:
             raise ConfigError(f"config key '{key}' applies to {TASK_ONLY[key]} projects; this one is {cfg.task}")
     positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len",
-                "adv.steps", "ema.every"]
+                "adv.steps", "ema.every", "ensemble.hill_iters"]
     for key in positive:
         if flat[key] < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
@@ -323,6 +406,12 @@ def validate(cfg: Config, explicit: set[str]) -> None:
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights not in ("none", "balanced"):
         raise ConfigError(f"config key 'loss.class_weights' is {cfg.loss.class_weights!r}; "
                           f"use none, balanced or a list of numbers")
+    if not 0.0 <= cfg.pseudo.threshold <= 1.0:
+        raise ConfigError(f"config key 'pseudo.threshold' must be in [0, 1], got {cfg.pseudo.threshold}")
+    if cfg.pseudo.weight <= 0:
+        raise ConfigError(f"config key 'pseudo.weight' must be > 0, got {cfg.pseudo.weight}")
+    if not cfg.tta.views:
+        raise ConfigError("config key 'tta.views' must list at least one view, e.g. [identity]")
     if not cfg.data.target_cols:
         raise ConfigError("config key 'data.target_cols' must name at least one column")
     if cfg.problem in ("binary", "multiclass") and len(cfg.data.target_cols) != 1:
@@ -330,6 +419,15 @@ def validate(cfg: Config, explicit: set[str]) -> None:
                           f"got {cfg.data.target_cols}")
     if not cfg.exp or "/" in cfg.exp or cfg.exp.startswith("."):
         raise ConfigError(f"config key 'exp' {cfg.exp!r} is not a valid folder name")
+    for key in ("sanity.rows", "sanity.steps"):
+        if flat[key] < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
+    for key in ("sanity.lr", "sanity.samples", "eda.max_rows"):
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    if not 0.0 < cfg.sanity.max_final_loss_ratio < 1.0:
+        raise ConfigError(f"config key 'sanity.max_final_loss_ratio' must be in (0, 1), "
+                          f"got {cfg.sanity.max_final_loss_ratio}")
     from .metrics import check_metric  # late import: metrics imports sklearn
     check_metric(cfg.metric, cfg.problem)
 

@@ -3,9 +3,11 @@
 Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
 data.image_size, augmented by aug.train (training only), normalised with the backbone's own mean/std.
 model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
+Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device.
 """
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -60,8 +63,9 @@ def _broken(path: Path) -> str | None:
 
 
 class ImageDataset(Dataset):
-    def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose):
-        self.paths, self.targets, self.transform = paths, targets, transform
+    def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose,
+                 weights: np.ndarray | None = None):
+        self.paths, self.targets, self.transform, self.weights = paths, targets, transform, weights
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,7 +75,59 @@ class ImageDataset(Dataset):
         item = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
         if self.targets is not None:
             item["target"] = torch.as_tensor(self.targets[i])
+        if self.weights is not None:
+            item["weight"] = torch.as_tensor(self.weights[i], dtype=torch.float32)
         return item
+
+
+# Test-time views of a (B, C, H, W) batch. Flips and rotations keep the label only where the data has
+# that symmetry (hflip: photos, clothing; vflip / rotations: satellite, microscopy; none: digits, text).
+VIEW_OPS = {
+    "identity": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "transpose": lambda x: x.transpose(-1, -2),
+    "rot90": lambda x: x.rot90(1, (-2, -1)),
+    "rot180": lambda x: x.rot90(2, (-2, -1)),
+    "rot270": lambda x: x.rot90(3, (-2, -1)),
+}
+SCALE = re.compile(r"scale(\d+(?:\.\d*)?|\.\d+)$")
+
+
+def scale_of(view: str) -> float | None:
+    m = SCALE.match(view)
+    return float(m.group(1)) if m else None
+
+
+class ImageViews:
+    """Runs the views of a batch: views of one size are concatenated along the batch dimension and go
+    through the model in one forward (scale<f> views of another size get a forward of their own).
+    Memory grows with the number of views: lower train.eval_batch_size, or tta.batched=false for one
+    pass over the data per view. Images are square (Resize(size, size)), so transposes keep the shape."""
+
+    def __init__(self, views: list[str]):
+        self.views = list(views)
+
+    def __call__(self, model, batch: dict) -> torch.Tensor:
+        x = batch["image"]
+        side = x.shape[-1]
+        groups: dict[int, list[int]] = {}
+        for i, v in enumerate(self.views):
+            f = scale_of(v)
+            groups.setdefault(side if f is None else max(1, round(side * f)), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(self.views)
+        for size, members in groups.items():
+            xs = x if size == side else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                                      antialias=size < side)
+            stacked = torch.cat([self.op(self.views[i])(xs) for i in members])
+            logits = model({"image": stacked}).unflatten(0, (len(members), len(x)))
+            for j, i in enumerate(members):
+                out[i] = logits[j]
+        return torch.stack(out, 1)  # (B, V, C)
+
+    @staticmethod
+    def op(view: str):
+        return VIEW_OPS["identity"] if scale_of(view) is not None else VIEW_OPS[view]
 
 
 class ImageModel(torch.nn.Module):
@@ -84,6 +140,8 @@ class ImageModel(torch.nn.Module):
 
 
 class Modality:
+    VIEWS = (*VIEW_OPS, "scale<f> (e.g. scale1.15: resized to round(image_size x f))")
+
     def __init__(self, cfg: Config, assets_dir: Path | None = None):
         self.cfg = cfg
         self.root = Path(cfg.data.dir)
@@ -113,12 +171,22 @@ class Modality:
         return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std)])
 
     def loader(self, df: pd.DataFrame, targets: np.ndarray | None, train: bool, batch_size: int,
-               generator: torch.Generator | None = None) -> DataLoader:
+               generator: torch.Generator | None = None, weights: np.ndarray | None = None) -> DataLoader:
+        """weights: per-row loss weights (pseudo-labelled rows), yielded as batch["weight"]."""
         paths = [str(self.root / str(p)) for p in df[self.cfg.data.image_col]]
         workers = self.cfg.train.num_workers
-        return DataLoader(ImageDataset(paths, targets, self.transform(train)), batch_size=batch_size,
+        return DataLoader(ImageDataset(paths, targets, self.transform(train), weights), batch_size=batch_size,
                           shuffle=train, drop_last=train and len(paths) > batch_size, num_workers=workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator)
+
+    @staticmethod
+    def is_view(view: str) -> bool:
+        f = scale_of(view)
+        return view in VIEW_OPS or (f is not None and f > 0)
+
+    def views(self, views: list[str]) -> ImageViews | None:
+        """The infer() hook running `views` in one forward per image size; None for [identity]."""
+        return None if list(views) == ["identity"] else ImageViews(views)
 
     def build_model(self, n_outputs: int, pretrained: bool) -> torch.nn.Module:
         m = self.cfg.model

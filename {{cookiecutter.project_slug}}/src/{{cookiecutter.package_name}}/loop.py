@@ -1,4 +1,4 @@
-"""One training epoch and one inference pass; shared by train, predict and later stages.
+"""One training epoch and one inference pass (with TTA views); shared by train, predict and later stages.
 
 Accelerate handles device placement, mixed precision, gradient accumulation and DDP, so the same
 loop runs on a laptop CPU and on several GPUs (make train NPROC=n). The tricks enter through one
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .targets import TargetSpec
 from .tricks import rdrop
+from .tta import reduce_views
 
 
 @dataclass
@@ -29,10 +30,13 @@ class Tricks:
     rdrop_alpha: float = 0.0
 
     def loss_of(self, model, batch: dict) -> torch.Tensor:
+        """batch["weight"], when present, weighs each row's loss (pseudo-labelled rows)."""
         if self.rdrop_alpha > 0:
             doubled = rdrop.double(batch)
-            return rdrop.rdrop_loss(model(doubled), doubled["target"], self.loss_fn, self.rdrop_alpha, self.problem)
-        return self.loss_fn(model(batch), batch["target"])
+            weight = doubled.get("weight")
+            return rdrop.rdrop_loss(model(doubled), doubled["target"], lambda o, t: self.loss_fn(o, t, weight),
+                                    self.rdrop_alpha, self.problem)
+        return self.loss_fn(model(batch), batch["target"], batch.get("weight"))
 
 
 def train_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, tricks: Tricks, epoch: int,
@@ -68,21 +72,35 @@ def train_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, t
 
 
 @torch.no_grad()
-def infer(model, loader, accelerator: Accelerator, spec: TargetSpec, desc: str = "infer",
-          progress: bool = True) -> tuple[np.ndarray, float | None]:
-    """Predictions in the CSV scale (probabilities or values) in loader order, and mean loss if targets."""
+def infer(model, loader, accelerator: Accelerator, spec: TargetSpec, desc: str = "infer", progress: bool = True,
+          views: Callable[[Any, dict], torch.Tensor] | None = None,
+          reduce: str = "mean") -> tuple[np.ndarray, float | None]:
+    """Predictions in the CSV scale (probabilities or values), one row per row of the loader's data, in the
+    data's order, and the mean loss when the batches carry targets.
+
+    views: image TTA, a callable (model, batch) -> logits (B, V, C) that runs V views of the batch
+        (image.ImageViews); the views are activated one by one and combined by tta.reduce_views(reduce).
+    The loader's dataset may hold `slots` (V, N): the item that is view v of row i (text.py: items sorted
+    by length, truncation views, a short text's views one item). Predictions are read back through it,
+    so a sorted loader still returns rows in the data's order, also under DDP (the sampler is
+    sequential and gather_for_metrics drops the duplicates padding the last batch).
+    The loss is the first view's.
+    """
     model.eval()
     preds, losses, counts = [], [], 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and accelerator.is_main_process))
     for batch in bar:
         with accelerator.autocast():
-            logits = model(batch)
+            logits = views(model, batch) if views is not None else model(batch).unsqueeze(1)
         if "target" in batch:
             # gather before the loss so DDP's padded duplicate rows are dropped from both
             logits, target = accelerator.gather_for_metrics((logits, batch["target"]))
-            losses.append(spec.loss(logits, target).item() * len(target))
+            losses.append(spec.loss(logits[:, 0], target).item() * len(target))
             counts += len(target)
         else:
             logits = accelerator.gather_for_metrics(logits)
         preds.append(spec.activate(logits).cpu().numpy())
-    return np.concatenate(preds), (sum(losses) / counts if counts else None)
+    items = np.concatenate(preds)  # (items, V, C)
+    slots = getattr(getattr(loader, "dataset", None), "slots", None)
+    probs = items.transpose(1, 0, 2) if slots is None else items[:, 0][slots]
+    return reduce_views(probs, reduce, spec.problem), (sum(losses) / counts if counts else None)

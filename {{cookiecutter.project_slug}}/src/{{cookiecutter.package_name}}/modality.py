@@ -5,6 +5,9 @@ Both define `Modality(cfg, assets_dir=None)` with the same methods:
     save_assets(dir)                            what inference needs besides weights (tokenizer, config)
     loader(df, targets, train, batch_size)      a DataLoader yielding dicts of tensors (+ 'target')
     build_model(n_outputs, pretrained)          nn.Module mapping such a dict to logits (N, n_outputs)
+    VIEWS, is_view(name)                        the test-time views it knows (tta.views, see tta.py)
+Image views run in the forward (Modality.views(names) -> loop.infer's `views` hook); text views are
+items of the inference loader (loader(..., views=names)), mapped back to rows by the dataset's `slots`.
 """
 from __future__ import annotations
 

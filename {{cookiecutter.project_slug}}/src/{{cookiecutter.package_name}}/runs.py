@@ -8,7 +8,14 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/<exp>/fold<k>/best.pt   best checkpoint          outputs/<exp>/fold<k>/oof.csv
     outputs/<exp>/fold<k>/test_preds.csv                     outputs/<exp>/backbone/ (text)
     outputs/<exp>/oof_preds.csv     outputs/<exp>/cv.json    outputs/<exp>/test_preds.csv
+    outputs/<exp>/oof_preds_notta.csv  training-time OOF, kept when make predict redoes it with TTA
+    outputs/<exp>/predict.json      the TTA views / reduce / models behind test_preds.csv
+    outputs/<exp>/fold<k>/pseudo_labels.csv   pseudo runs: the rows and targets fold k trained on
+    outputs/<exp>/seed<s>/model.pt  full-fit runs          outputs/<ens>/oof_corr.png  ensembles
     submissions/<exp>.csv
+    outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png / samples.txt)
+    outputs/eda/                    make eda (report.md, *.png, summary.json)
+    outputs/leaderboard.csv         make leaderboard
 """
 from __future__ import annotations
 
@@ -41,7 +48,14 @@ class RunPaths:
     cv = property(lambda s: s.dir / "cv.json")
     test_preds = property(lambda s: s.dir / "test_preds.csv")
     backbone = property(lambda s: s.dir / "backbone")
+    oof_notta = property(lambda s: s.dir / "oof_preds_notta.csv")
+    predict_record = property(lambda s: s.dir / "predict.json")
+    corr_plot = property(lambda s: s.dir / "oof_corr.png")
     submission = property(lambda s: s.submissions / f"{s.exp}.csv")
+    sanity_dir = property(lambda s: s.dir.parent / f"sanity_{s.exp}")  # make sanity: not an experiment
+    pretrain_json = property(lambda s: s.dir / "pretrain.json")          # make pretrain: before / after
+    pretrained_model = property(lambda s: s.dir / "model")              # make pretrain: HF directory
+    pretrain_state = property(lambda s: s.dir / "pretrain_state.pt")    # make pretrain: resume point
 
     def fold_dir(self, k: int) -> Path:
         return self.dir / f"fold{k}"
@@ -55,6 +69,12 @@ class RunPaths:
     def fold_test_preds(self, k: int) -> Path:
         return self.fold_dir(k) / "test_preds.csv"
 
+    def pseudo_labels(self, k: int) -> Path:
+        return self.fold_dir(k) / "pseudo_labels.csv"
+
+    def seed_checkpoint(self, seed: int) -> Path:
+        return self.dir / f"seed{seed}" / "model.pt"
+
     def loss_plot(self, k: int) -> Path:
         return self.dir / f"loss_fold{k}.png"
 
@@ -62,6 +82,16 @@ class RunPaths:
         if not path.exists():
             raise ConfigError(f"{path} does not exist: run `make {make_target} EXP={self.exp}` first")
         return path
+
+
+
+def eda_dir(cfg: Config) -> Path:
+    """make eda's report folder: one per outputs folder (the data set is the config's, not an experiment's)."""
+    return Path(cfg.paths.outputs) / "eda"
+
+
+def leaderboard_csv(outputs: Path) -> Path:
+    return Path(outputs) / "leaderboard.csv"
 
 
 def prepare_run_dir(paths: RunPaths, overwrite: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,14 @@ def save_loss_plot(path, hist: pd.DataFrame, fold: int, metric: str) -> None:
 
 
 @dataclass
+class ExtraRows:
+    """Rows added to one fold's training part only (pseudo-labels): inputs, encoded targets, loss weights."""
+    df: pd.DataFrame
+    y: np.ndarray
+    weight: float
+
+
+@dataclass
 class FoldResult:
     preds: np.ndarray
     score: float
@@ -94,29 +103,79 @@ def save_checkpoint(path, module, epoch, s: float, metric: str) -> None:
         torch.save({"model": module.state_dict(), "epoch": epoch, "score": s, "metric": metric}, tmp)
 
 
-def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: TargetSpec, paths: RunPaths,
-             accelerator: Accelerator, log, history: list[dict]) -> FoldResult:
-    set_seed(cfg.seed + k)
-    tr = np.flatnonzero(folds != k)
-    va = np.flatnonzero(folds == k)
-    gen = torch.Generator().manual_seed(cfg.seed + k)
-    train_loader = mod.loader(train_df.iloc[tr], y_fit[tr], True, cfg.train.batch_size, generator=gen)
-    eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
-    val_loader = mod.loader(train_df.iloc[va], y_fit[va], False, eval_bs)
+def training_rows(train_df, y_fit, tr, extra: ExtraRows | None, smoothing: float = 0.0):
+    """The fold's training part, plus pseudo rows (never in the validation part) and per-row weights.
+    Soft pseudo-labels (N, C) turn the real rows' class indices into (smoothed) one-hot rows."""
+    if extra is None:
+        return train_df.iloc[tr], y_fit[tr], None
+    df = pd.concat([train_df.iloc[tr], extra.df], ignore_index=True)
+    real = y_fit[tr]
+    if extra.y.ndim == 2 and real.ndim == 1:
+        n = extra.y.shape[1]
+        real = np.eye(n, dtype=np.float32)[real] * (1 - smoothing) + smoothing / n
+    y = np.concatenate([real.astype(extra.y.dtype), extra.y])
+    weights = np.concatenate([np.ones(len(tr)), np.full(len(extra.df), extra.weight)]).astype(np.float32)
+    return df, y, weights
+
+
+@dataclass
+class Fit:
+    """One model's training state, shared by the k-fold and the full-fit runs."""
+    model: torch.nn.Module        # prepared (DDP-wrapped, compiled) model
+    raw: torch.nn.Module          # the plain module (EMA / SWA / freezing act on it)
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    tricks: Tricks
+    swa: Any
+    extra: tuple                  # other loaders, prepared alongside
+
+
+def prepare_fit(cfg: Config, mod, spec: TargetSpec, accelerator: Accelerator, loader, class_targets,
+                *more_loaders) -> Fit:
     model = mod.build_model(spec.n_outputs, cfg.model.pretrained)
     freeze_layers(model, cfg.train.freeze_layers)
     if cfg.task == "image" and cfg.train.channels_last and accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    tricks = build_tricks(cfg, spec, model, y_fit[tr])
+    tricks = build_tricks(cfg, spec, model, class_targets)  # balanced class weights from the real rows
     optimizer = build_optimizer(model, cfg)
-    steps = math.ceil(len(train_loader) / cfg.train.accum_steps) * cfg.train.epochs
+    steps = math.ceil(len(loader) / cfg.train.accum_steps) * cfg.train.epochs
     scheduler = build_scheduler(optimizer, cfg, steps)
     raw = model
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+    model, optimizer, loader, scheduler, *more = accelerator.prepare(model, optimizer, loader, scheduler,
+                                                                     *more_loaders)
     tricks.ema, swa = build_averagers(cfg, raw, optimizer)  # after prepare: the copies live on the device
     if cfg.train.compile:
         model = torch.compile(model)
+    return Fit(model, raw, optimizer, scheduler, loader, tricks, swa, tuple(more))
+
+
+def fit_epoch(cfg: Config, fit: Fit, accelerator: Accelerator, epoch: int, desc: str) -> float:
+    """One epoch of training with the freezing schedule and SWA's epoch-end update; the train loss."""
+    if cfg.train.freeze_epochs:
+        set_backbone_trainable(fit.raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
+    in_swa = fit.swa is not None and fit.swa.in_swa(epoch)
+    loss = train_epoch(fit.model, fit.loader, fit.optimizer, fit.scheduler, accelerator, fit.tricks, epoch, fit.raw,
+                       cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0), desc=desc,
+                       progress=cfg.train.progress)
+    if fit.swa is not None:
+        fit.swa.on_epoch_end(fit.raw, epoch)
+    return loss
+
+
+def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: TargetSpec, paths: RunPaths,
+             accelerator: Accelerator, log, history: list[dict], extra: ExtraRows | None = None) -> FoldResult:
+    set_seed(cfg.seed + k)
+    tr = np.flatnonzero(folds != k)
+    va = np.flatnonzero(folds == k)
+    gen = torch.Generator().manual_seed(cfg.seed + k)
+    fit_df, fit_y, fit_w = training_rows(train_df, y_fit, tr, extra, cfg.loss.label_smoothing)
+    train_loader = mod.loader(fit_df, fit_y, True, cfg.train.batch_size, generator=gen, weights=fit_w)
+    eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    val_loader = mod.loader(train_df.iloc[va], y_fit[va], False, eval_bs)
+    fit = prepare_fit(cfg, mod, spec, accelerator, train_loader, y_fit[tr], val_loader)
+    val_loader = fit.extra[0]
+    model, optimizer, tricks, swa = fit.model, fit.optimizer, fit.tricks, fit.swa
 
     best: FoldResult | None = None
     rows = []
@@ -140,20 +199,13 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
 
     for epoch in range(1, cfg.train.epochs + 1):
         t0 = time.time()
-        if cfg.train.freeze_epochs:
-            set_backbone_trainable(raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
-        in_swa = swa is not None and swa.in_swa(epoch)
-        tr_loss = train_epoch(model, train_loader, optimizer, scheduler, accelerator, tricks, epoch, raw,
-                              cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
-                              desc=f"fold {k} epoch {epoch}", progress=cfg.train.progress)
-        if swa is not None:
-            swa.on_epoch_end(raw, epoch)
+        tr_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
         if swa is None or epoch < cfg.train.epochs:
             evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, tr_loss, t0)
     if swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
         with accelerator.autocast():
-            swa.finalize(train_loader)
+            swa.finalize(fit.loader)
         best = None
         evaluate(swa.module, "swa", tr_loss, t0)
     if best is None:
@@ -171,6 +223,17 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
 
 def run(exp: str | None, overrides: list[str]) -> dict:
     cfg = load(exp, overrides)
+    if cfg.train.full_fit:
+        from .fullfit import run_full_fit
+        return run_full_fit(cfg)
+    return train_experiment(cfg)
+
+
+def train_experiment(cfg: Config, folds_df: pd.DataFrame | None = None,
+                     extra: dict[int, ExtraRows] | None = None, before_training=None) -> dict:
+    """K-fold training of cfg. folds_df: the folds to use (default: the data set's shared folds file);
+    extra: rows added to fold k's training part (pseudo-labels); before_training(paths): writes more
+    files into the fresh run folder (it runs on the main process after the folder is prepared)."""
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
     if paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
@@ -184,15 +247,17 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     build_tricks(cfg, spec, mod.build_model(spec.n_outputs, cfg.model.pretrained), y_fit)
     accelerator.wait_for_everyone()  # every process has checked the inputs before anything is written
     if accelerator.is_main_process:
-        folds = load_or_make_folds(cfg, train_df, spec)
+        folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, spec)
         prepare_run_dir(paths, cfg.overwrite)
         write_text(paths.config, dump(cfg))
         spec.save(paths.labels)
         write_csv(paths.folds, folds)
         mod.save_assets(paths.backbone)
+        if before_training is not None:
+            before_training(paths)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        folds = load_or_make_folds(cfg, train_df, spec)  # reads the main process's file
+        folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, spec)
     log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
     log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
              f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}")
@@ -202,19 +267,21 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     oof = np.full((len(train_df), spec.n_outputs), np.nan, dtype=np.float64)
     fold_list = cfg.train.folds or list(range(cfg.train.n_folds))
     history: list[dict] = []
-    scores = []
+    scores, best_epochs = [], []
     t0 = time.time()
     for k in fold_list:
-        res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, spec, paths, accelerator, log, history)
+        res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, spec, paths, accelerator, log, history,
+                       extra=(extra or {}).get(k))
         oof[fold_ids == k] = res.preds
         scores.append(res.score)
+        best_epochs.append(res.best_epoch)
         log.info(f"fold {k}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
 
     covered = np.isin(fold_ids, fold_list)
     cv = score(cfg.metric, cfg.problem, y_true[covered], oof[covered])
     result = {"metric": cfg.metric, "cv": cv, "folds": scores, "folds_run": list(fold_list),
               "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
-              "wall_seconds": round(time.time() - t0, 1)}
+              "best_epochs": best_epochs, "wall_seconds": round(time.time() - t0, 1)}
     if accelerator.is_main_process:
         write_csv(paths.oof, preds_frame(train_df[id_col], id_col, oof, spec))
         write_json(paths.cv, result)

@@ -34,7 +34,7 @@ from ..targets import TargetSpec
 AUTO = {"binary": "ce", "multiclass": "ce", "multilabel": "bce", "regression": "mse"}
 FITS = {"ce": ("binary", "multiclass"), "focal": ("binary", "multiclass"), "bce": ("multilabel",),
         "mse": ("regression",), "smooth_l1": ("regression",)}
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[..., torch.Tensor]
 
 
 def loss_name(cfg: Config, spec: TargetSpec) -> str:
@@ -78,19 +78,21 @@ def soft_targets(target: torch.Tensor, n: int, smoothing: float) -> torch.Tensor
     return F.one_hot(target.long(), n).float() * (1 - smoothing) + smoothing / n
 
 
-def focal_loss(logits: torch.Tensor, t: torch.Tensor, gamma: float, weight: torch.Tensor | None) -> torch.Tensor:
-    """Multi-class focal loss against the target distribution t (N, C); mean over the batch."""
+def focal_loss(logits: torch.Tensor, t: torch.Tensor, gamma: float, weight: torch.Tensor | None,
+               reduce: bool = True) -> torch.Tensor:
+    """Multi-class focal loss against the target distribution t (N, C); mean over the batch (or per row)."""
     logp = F.log_softmax(logits, -1)
     per_class = -t * logp
     if gamma:
         per_class = per_class * (1 - logp.exp()).clamp(min=0) ** gamma
     if weight is not None:
         per_class = per_class * weight
-    return per_class.sum(-1).mean()
+    per_row = per_class.sum(-1)
+    return per_row.mean() if reduce else per_row
 
 
 def build_loss(cfg: Config, spec: TargetSpec, train_targets: np.ndarray) -> LossFn:
-    """The training loss `loss(logits, target) -> scalar`. `train_targets`: the encoded targets of this
+    """The training loss `loss(logits, target, sample_weight=None) -> scalar` (sample_weight: per row). `train_targets`: the encoded targets of this
     fold's training rows (class indices (N,) or float (N, T)), for loss.class_weights=balanced."""
     name = loss_name(cfg, spec)
     s, gamma = cfg.loss.label_smoothing, cfg.loss.focal_gamma
@@ -102,7 +104,7 @@ def build_loss(cfg: Config, spec: TargetSpec, train_targets: np.ndarray) -> Loss
     n = spec.n_outputs
     on_device: dict = {}
 
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(logits: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
         w = None
         if weight is not None:
@@ -111,12 +113,20 @@ def build_loss(cfg: Config, spec: TargetSpec, train_targets: np.ndarray) -> Loss
                 w = on_device[logits.device] = weight.to(logits.device)
         if name in ("ce", "focal"):
             t = soft_targets(target, n, s)
-            return F.cross_entropy(logits, t, weight=w) if name == "ce" else focal_loss(logits, t, gamma, w)
-        target = target.float()
-        if name == "bce":
-            return F.binary_cross_entropy_with_logits(logits, target * (1 - s) + 0.5 * s, pos_weight=w)
-        if name == "smooth_l1":
-            return F.smooth_l1_loss(logits, target)
-        return F.mse_loss(logits, target)
+            per_row = (F.cross_entropy(logits, t, weight=w, reduction="none") if name == "ce"
+                       else focal_loss(logits, t, gamma, w, reduce=False))
+        else:
+            target = target.float()
+            if name == "bce":
+                per_row = F.binary_cross_entropy_with_logits(logits, target * (1 - s) + 0.5 * s, pos_weight=w,
+                                                             reduction="none")
+            elif name == "smooth_l1":
+                per_row = F.smooth_l1_loss(logits, target, reduction="none")
+            else:
+                per_row = F.mse_loss(logits, target, reduction="none")
+            per_row = per_row.reshape(len(per_row), -1).mean(-1)
+        if sample_weight is not None:  # pseudo-labelled rows: mean of weight * loss (real rows weigh 1)
+            per_row = per_row * sample_weight.to(per_row.device, per_row.dtype)
+        return per_row.mean()
 
     return loss

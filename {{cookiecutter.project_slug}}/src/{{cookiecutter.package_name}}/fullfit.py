@@ -1,0 +1,117 @@
+"""Full fit: every train row, the epoch count the CV run chose, one model per seed; test predictions.
+
+    make train EXP=exp001 ARGS="train.full_fit=true train.seeds=[1,2,3]"
+    python -m <package>.train --exp exp001 train.full_fit=true
+
+Needs the k-fold run of the same experiment (outputs/exp001/cv.json): the full fit trains for the
+median of its folds' best epochs (train.epochs when it used SWA, whose model is the last epoch's),
+with every trick of the config, and without validation. Writes outputs/exp001_full/: config.yaml (with
+the chosen train.epochs), labels.json, folds.csv (the CV run's, so ensembles can check it), train.log,
+history.csv (train loss per seed and epoch), seed<s>/model.pt (the EMA / SWA weights when those are
+on), cv.json {"full_fit": true, "cv_source": "exp001", "cv": the CV run's cv, ...} and test_preds.csv
+(mean over seeds; `make predict EXP=exp001_full` redoes it, with TTA if asked). It has no OOF of its
+own: `make ensemble` takes the CV run's OOF for the weights and says so; `make submit` works as usual.
+A full fit usually gains a little from the extra 1/k of data, but nothing measures it: keep the CV run
+as the compass, and submit the full fit (or a blend with the fold models) on trust.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate.utils import set_seed
+
+from .cli import DataError
+from .config import Config, ConfigError, dump, flatten, read_yaml, to_dict
+from .data import load_all
+from .metrics import METRICS
+from .modality import get_modality
+from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_csv, write_json, write_text
+
+# keys a full fit may change without making its CV run's figures meaningless for it
+FREE = ("exp", "overwrite", "train.full_fit", "train.seeds", "train.epochs", "train.folds", "train.progress",
+        "train.num_workers", "train.eval_batch_size", "train.device")
+
+
+def chosen_epochs(cfg: Config, cv: dict) -> int:
+    best = [e for e in cv.get("best_epochs", []) if isinstance(e, int)]
+    if cfg.swa.enabled or not best:
+        return cfg.train.epochs
+    return max(1, int(round(float(np.median(best)))))
+
+
+def run_full_fit(cfg: Config) -> dict:
+    from .train import build_tricks, fit_epoch, make_accelerator, prepare_fit
+
+    source = RunPaths(cfg)
+    src_cv = json.loads(source.require(source.cv, "train").read_text())
+    if src_cv.get("full_fit") or "method" in src_cv:
+        raise ConfigError(f"{source.dir} is not a k-fold run; train.full_fit=true needs EXP=<the k-fold experiment>")
+    saved = flatten(read_yaml(source.config))
+    changed = sorted(k for k, v in flatten(to_dict(cfg)).items()
+                     if k in saved and saved[k] != v and not k.startswith(FREE) and not k.startswith("tta."))
+    cfg.train.epochs = chosen_epochs(cfg, src_cv)
+    cfg.exp = f"{source.exp}_full"
+    paths = RunPaths(cfg)
+    accelerator = make_accelerator(cfg)
+    if paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
+        prepare_run_dir(paths, overwrite=False)
+    train_df, _, spec = load_all(cfg)
+    mod = get_modality(cfg)
+    y_fit = spec.encode(train_df, cfg.data.id_col, cfg.data.train_file, scaled=True)
+    build_tricks(cfg, spec, mod.build_model(spec.n_outputs, cfg.model.pretrained), y_fit)
+    seeds = cfg.train.seeds or [cfg.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config key 'train.seeds' repeats a seed: {seeds}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        prepare_run_dir(paths, cfg.overwrite)
+        write_text(paths.config, dump(cfg))
+        spec.save(paths.labels)
+        write_csv(paths.folds, pd.read_csv(source.require(source.folds, "train"), dtype={cfg.data.id_col: str}))
+        mod.save_assets(paths.backbone)
+    accelerator.wait_for_everyone()
+    log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
+    if changed:
+        log.warning(f"full fit differs from {source.exp}'s config in {changed}: its CV does not describe this run")
+    log.info(f"full fit of {source.exp}: {len(train_df)} rows, {cfg.train.epochs} epochs (median best epoch of "
+             f"the CV run), seeds {seeds}")
+    history, t0 = [], time.time()
+    for seed in seeds:
+        set_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        loader = mod.loader(train_df, y_fit, True, cfg.train.batch_size, generator=gen)
+        fit = prepare_fit(cfg, mod, spec, accelerator, loader, y_fit)
+        for epoch in range(1, cfg.train.epochs + 1):
+            t1 = time.time()
+            loss = fit_epoch(cfg, fit, accelerator, epoch, f"seed {seed} epoch {epoch}")
+            history.append(dict(seed=seed, epoch=epoch, train_loss=loss, lr=fit.optimizer.param_groups[0]["lr"],
+                                seconds=round(time.time() - t1, 2)))
+            log.info(f"seed {seed} epoch {epoch}/{cfg.train.epochs}  train_loss {loss:.4f}")
+        final = fit.model
+        if fit.swa is not None:
+            with accelerator.autocast():
+                fit.swa.finalize(fit.loader)
+            final = fit.swa.module
+        elif fit.tricks.ema is not None:
+            final = fit.tricks.ema.module
+        if not np.isfinite(history[-1]["train_loss"]):
+            raise DataError(f"seed {seed}: the training loss is {history[-1]['train_loss']}; lower train.lr")
+        if accelerator.is_main_process:
+            with atomic_path(paths.seed_checkpoint(seed)) as tmp:
+                torch.save({"model": accelerator.unwrap_model(final).state_dict(), "epoch": cfg.train.epochs,
+                            "seed": seed}, tmp)
+            write_csv(paths.history, pd.DataFrame(history))
+        accelerator.free_memory()
+    result = {"full_fit": True, "cv_source": source.exp, "metric": cfg.metric, "cv": src_cv["cv"],
+              "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
+              "folds_run": [], "seeds": seeds, "epochs": cfg.train.epochs, "wall_seconds": round(time.time() - t0, 1)}
+    if accelerator.is_main_process:
+        write_json(paths.cv, result)
+    accelerator.wait_for_everyone()
+    from . import predict
+    predict.run(cfg.exp, [])  # every process: predict shards the test rows under DDP too
+    return result

@@ -1,0 +1,161 @@
+"""Every experiment in outputs/ in one table: CV, metric, kind, date, wall time, and what its config changed.
+
+    python -m <package>.leaderboard [--base EXP] [paths.outputs=DIR]
+    python -m <package> leaderboard --base exp001
+    make leaderboard [BASE=exp001]
+
+An experiment is a folder outputs/<exp>/ with cv.json (train, make ensemble, full fits). Rows are grouped
+by metric and sorted best first in that metric's direction (metrics.METRICS). The last column lists the
+config keys (dotted, as in ARGS) whose values differ from the base: --base EXP compares with that
+experiment's saved config.yaml; without it, with configs/default.yaml, so each row says what the
+experiment changed. exp, overwrite and train.progress never count as differences.
+
+kind: kfold | full_fit (cv.json "full_fit": the CV shown is its k-fold source's) | ensemble (cv.json
+"method") | pseudo (config pseudo.base set). Folders without cv.json but with config.yaml or
+pretrain.json (an unfinished or failed run, an MLM pretraining) are listed below the table, unscored.
+The table is printed as markdown and written to outputs/leaderboard.csv.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .cli import pop_flag, run_stage
+from .config import CONFIG_DIR, ConfigError, flatten, load, parse_overrides, read_yaml, to_dict
+from .metrics import METRICS
+from .runs import leaderboard_csv, write_csv
+
+IGNORED = {"exp", "overwrite", "train.progress"}  # differ between runs by design, say nothing about the model
+MAX_DIFFS = 8                                     # keys shown per row in the printed table (the CSV has all)
+
+
+def outputs_dir(overrides: list[str]) -> Path:
+    """paths.outputs from the command line or configs/default.yaml, without resolving an experiment:
+    the leaderboard also works in a folder holding only outputs/ (a notebook, a copied results folder)."""
+    given = parse_overrides(overrides)
+    extra = sorted(set(flatten(given)) - {"paths.outputs"})
+    if extra:
+        raise ConfigError(f"leaderboard takes only paths.outputs=<dir> (and --base EXP), not {extra}")
+    outputs = given.get("paths", {}).get("outputs")
+    default = CONFIG_DIR / "default.yaml"
+    if outputs is None and default.exists():
+        outputs = read_yaml(default).get("paths", {}).get("outputs")
+    return Path(outputs or "outputs")
+
+
+def read_run(folder: Path) -> dict | None:
+    """One experiment's row, or None for a folder that is no run (eda/, sanity_<exp>/)."""
+    cv_file, config_file = folder / "cv.json", folder / "config.yaml"
+    config = flatten(read_yaml(config_file)) if config_file.exists() else {}
+    if not cv_file.exists():
+        if config or (folder / "pretrain.json").exists():
+            kind = "pretrain" if (folder / "pretrain.json").exists() else "no cv.json (unfinished?)"
+            return {"exp": folder.name, "kind": kind, "config": config, "cv": math.nan}
+        return None
+    try:
+        cv = json.loads(cv_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cv_file} is not valid JSON ({e}); delete it or re-run that experiment") from None
+    if "method" in cv:
+        kind = "ensemble"
+    elif cv.get("full_fit"):
+        kind = f"full_fit of {cv.get('cv_source', '?')}"
+    elif config.get("pseudo.base"):
+        kind = f"pseudo from {config['pseudo.base']}"
+    else:
+        kind = "kfold"
+    # a finish time recorded by the stage wins over the file's mtime (copied folders get new mtimes)
+    finished = cv.get("finished") or cv.get("end_time")
+    date = str(finished) if finished else time.strftime("%Y-%m-%d %H:%M", time.localtime(cv_file.stat().st_mtime))
+    folds_run, n_folds = cv.get("folds_run", []), cv.get("n_folds", "?")
+    folds = f"seeds {len(cv.get('seeds', []))}" if cv.get("full_fit") else f"{len(folds_run)}/{n_folds}"
+    metric = str(cv.get("metric", config.get("metric", "?")))
+    greater = METRICS[metric].greater_is_better if metric in METRICS else bool(cv.get("greater_is_better", True))
+    return {"exp": folder.name, "cv": float(cv.get("cv", math.nan)), "metric": metric, "greater": greater,
+            "kind": kind, "folds": folds, "date": date, "wall_seconds": cv.get("wall_seconds", ""), "config": config}
+
+
+def differences(config: dict, base: dict) -> list[str]:
+    """key=value of this run for every key whose value differs. Keys only one side has are a schema change
+    between template versions, not an experiment's choice, so they are left out."""
+    keys = sorted((set(config) & set(base)) - IGNORED)
+    return [f"{k}={v if isinstance(v := config[k], str) else json.dumps(v)}" for k in keys if config[k] != base[k]]
+
+
+def collect(outputs: Path) -> tuple[list[dict], list[dict]]:
+    runs = [r for d in sorted(outputs.iterdir()) if d.is_dir() and (r := read_run(d)) is not None] \
+        if outputs.is_dir() else []
+    return [r for r in runs if "metric" in r], [r for r in runs if "metric" not in r]
+
+
+def ranked(scored: list[dict]) -> list[dict]:
+    """Grouped by metric (the most used first), best first within each; NaN scores last."""
+    by_metric: dict[str, list[dict]] = {}
+    for r in scored:
+        by_metric.setdefault(r["metric"], []).append(r)
+    out = []
+    for metric in sorted(by_metric, key=lambda m: (-len(by_metric[m]), m)):
+        rows = by_metric[metric]
+        sign = -1.0 if rows[0]["greater"] else 1.0
+        rows = sorted(rows, key=lambda r: (math.isnan(r["cv"]), sign * r["cv"] if not math.isnan(r["cv"]) else 0))
+        out += [{**r, "rank": i + 1} for i, r in enumerate(rows)]
+    return out
+
+
+def markdown(rows: list[dict], base_name: str) -> str:
+    head = ["#", "exp", "cv", "metric", "kind", "folds", "date", "wall s", f"differs from {base_name}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        diffs = r["differs"]
+        shown = ", ".join(diffs[:MAX_DIFFS]) + (f", ... ({len(diffs) - MAX_DIFFS} more)" if len(diffs) > MAX_DIFFS
+                                                else "")
+        cells = [r["rank"], r["exp"], "nan" if math.isnan(r["cv"]) else f"{r['cv']:.5f}", r["metric"],
+                 r["kind"], r["folds"], r["date"], r["wall_seconds"], shown.replace("|", "\\|")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def run(base: str | None, overrides: list[str]) -> pd.DataFrame | None:
+    outputs = outputs_dir(overrides)
+    scored, unscored = collect(outputs)
+    if not scored and not unscored:
+        print(f"no experiments in {outputs}/ yet: run `make train EXP=<name>` first")
+        return None
+    known = {r["exp"]: r for r in scored + unscored}
+    if base is not None:
+        if base not in known or not known[base]["config"]:
+            names = ", ".join(sorted(k for k, r in known.items() if r["config"])) or "none"
+            raise ConfigError(f"--base '{base}' is not an experiment with a config.yaml in {outputs}/; "
+                              f"choose one of: {names}")
+        base_config, base_name = known[base]["config"], base
+    else:
+        base_config = flatten(to_dict(load(config_dir=CONFIG_DIR))) if (CONFIG_DIR / "default.yaml").exists() else {}
+        base_name = "configs/default.yaml" if base_config else "(no base)"
+    rows = ranked(scored)
+    for r in rows:
+        r["differs"] = ["(base)"] if r["exp"] == base else differences(r["config"], base_config) if base_config \
+            else []
+    print(markdown(rows, base_name) if rows else f"no finished experiment (cv.json) in {outputs}/")
+    for r in unscored:
+        print(f"- {r['exp']}: {r['kind']}, not ranked")
+    table = pd.DataFrame([{k: r[k] for k in ("rank", "exp", "cv", "metric", "kind", "folds", "date",
+                                             "wall_seconds")} | {"differs": "; ".join(r["differs"])} for r in rows])
+    if rows:
+        write_csv(leaderboard_csv(outputs), table)
+        print(f"\n-> {leaderboard_csv(outputs)}")
+    return table
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    base, argv = pop_flag(argv, "--base")
+    run_stage(lambda exp, overrides: run(base, overrides), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Pseudo-labelling round: a trained experiment labels the test (or unlabelled) rows, a new k-fold run
+learns from them.
+
+    python -m <package>.pseudo --exp BASE [--name NEW] [pseudo.threshold=0.95 pseudo.soft=true ...]
+    make pseudo EXP=BASE [NAME=NEW] ARGS="pseudo.weight=0.5 train.epochs=4"
+
+The new experiment (default name BASE_pseudo) starts from BASE's saved config (+ ARGS), uses BASE's
+folds, and adds pseudo rows to the TRAINING part of each fold only; its oof_preds.csv and cv.json are
+on the original train rows and folds, so its CV compares directly with BASE's. It ends by predicting
+test (test_preds.csv), so `make submit EXP=NEW` follows, and `make pseudo EXP=NEW` chains a second round.
+
+No leak: fold k's pseudo-labels come from BASE's fold-k model only (fold<k>/test_preds.csv, written by
+`make predict EXP=BASE`), which never saw fold k's validation rows. The all-fold average (per_fold=false)
+was trained on every fold's validation rows: fold k would learn its own validation labels through the
+test rows, and the CV would be inflated; it is allowed only with a warning.
+
+Targets: binary / multiclass hard labels (argmax) on rows whose top probability >= pseudo.threshold, or
+with pseudo.soft=true every row's probabilities as a soft target; multilabel: 0/1 where every column
+is at least threshold-confident, or probabilities; regression: the predicted values (threshold unused).
+pseudo.source names a CSV of unlabelled rows in data.dir (id + input columns) instead of test.csv.
+Each fold's rows and targets are written to outputs/NEW/fold<k>/pseudo_labels.csv.
+Helps when the test set is large compared with train and the base model is good; hurts when its
+errors are systematic (the round confirms them) and when the pseudo rows swamp the real ones (lower
+pseudo.weight or raise the threshold).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .cli import DataError, pop_flag, run_stage
+from .config import Config, ConfigError, load, parse_overrides
+from .data import data_path, load_test, load_train
+from .modality import get_modality
+from .predict import fold_predictions, open_run
+from .runs import RunPaths, get_logger, write_csv
+from .targets import CLASSIFICATION, TargetSpec
+from .train import ExtraRows, make_accelerator, train_experiment
+
+
+def pseudo_targets(cfg: Config, spec: TargetSpec, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Base predictions (N, C) -> (rows kept (bool N), encoded targets of the kept rows)."""
+    p, thr = np.asarray(probs, dtype=np.float64), cfg.pseudo.threshold
+    if spec.problem == "regression":
+        return np.ones(len(p), bool), ((p - np.array(spec.mean)) / np.array(spec.std)).astype(np.float32)
+    if cfg.pseudo.soft:
+        return np.ones(len(p), bool), p.astype(np.float32)
+    if spec.problem in CLASSIFICATION:
+        keep = p.max(1) >= thr
+        return keep, p[keep].argmax(1).astype(np.int64)
+    keep = np.maximum(p, 1 - p).min(1) >= thr  # multilabel: every column confident
+    return keep, (p[keep] >= 0.5).astype(np.float32)
+
+
+def readable(ids: pd.Series, id_col: str, spec: TargetSpec, y: np.ndarray, weight: float) -> pd.DataFrame:
+    """What fold k trains on, in the target's own terms: labels, probabilities or values."""
+    df = pd.DataFrame({id_col: ids.to_numpy()})
+    if spec.problem in CLASSIFICATION and y.ndim == 1:
+        df[spec.target_cols[0]] = [spec.classes[i] for i in y]
+    elif spec.problem == "regression":
+        for j, c in enumerate(spec.target_cols):
+            df[c] = y[:, j] * spec.std[j] + spec.mean[j]
+    else:
+        for j, c in enumerate(spec.pred_cols):
+            df[c] = y[:, j]
+    df["weight"] = weight
+    return df
+
+
+def load_source(cfg: Config, train: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows to label: test.csv, or pseudo.source (checked like test.csv, and disjoint from train)."""
+    if not cfg.pseudo.source:
+        return load_test(cfg), cfg.data.test_file
+    path, id_col = data_path(cfg, cfg.pseudo.source), cfg.data.id_col
+    if not path.exists():
+        raise DataError(f"config key 'pseudo.source': {path} does not exist (the path is relative to data.dir)")
+    df = pd.read_csv(path, dtype={id_col: str})
+    inputs = [cfg.data.image_col] if cfg.task == "image" else list(cfg.data.text_cols)
+    missing = [c for c in [id_col, *inputs] if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {missing}; it needs '{id_col}' and the input columns {inputs}")
+    if df[id_col].duplicated().any():
+        raise DataError(f"{path} repeats ids, e.g. {df[id_col][df[id_col].duplicated()].tolist()[:3]}")
+    shared = sorted(set(df[id_col]) & set(train[id_col]))
+    if shared:
+        raise DataError(f"{path} holds {len(shared)} train ids (e.g. {shared[:3]}); a train row labelled by the "
+                        f"model would leak into other folds' training: drop them from the source")
+    return df, str(path)
+
+
+def base_predictions(base_cfg: Config, base_paths: RunPaths, spec: TargetSpec, source: pd.DataFrame,
+                     folds: list[int], from_test: bool, per_fold: bool) -> dict[int, np.ndarray]:
+    """Fold k -> the base predictions that label fold k's pseudo rows (source order)."""
+    id_col = base_cfg.data.id_col
+    if from_test:
+        def read(path, make: str) -> np.ndarray:
+            df = pd.read_csv(base_paths.require(path, make), dtype={id_col: str}).set_index(id_col)
+            if set(df.index) != set(source[id_col]):
+                raise DataError(f"{path} does not hold test.csv's ids; re-run make predict EXP={base_paths.exp}")
+            return df.loc[source[id_col], spec.pred_cols].to_numpy()
+        if not per_fold:
+            mean = read(base_paths.test_preds, "predict")
+            return {k: mean for k in folds}
+        return {k: read(base_paths.fold_test_preds(k), "predict") for k in folds}
+    accelerator = make_accelerator(base_cfg)
+    preds = dict(fold_predictions(base_cfg, base_paths, spec, source, folds, accelerator, "pseudo source"))
+    if not per_fold:
+        mean = np.mean([preds[k] for k in folds], axis=0)
+        return {k: mean for k in folds}
+    return preds
+
+
+def run(base: str | None, overrides: list[str], name: str | None = None) -> dict:
+    base_cfg, base_paths, spec = open_run(base, [], "pseudo")
+    base_cv = json.loads(base_paths.require(base_paths.cv, "train").read_text())
+    if base_cv.get("full_fit") or "method" in base_cv:
+        kind = "a full-fit run" if base_cv.get("full_fit") else "an ensemble"
+        raise ConfigError(f"{base_paths.dir} is {kind}: it has no per-fold models whose predictions leave fold k's "
+                          f"validation rows unseen; pseudo-label from a k-fold experiment instead")
+    name = name or f"{base}_pseudo"
+    if name == base:
+        raise ConfigError(f"--name {name} is the base experiment itself; choose a new name")
+    cli = parse_overrides(overrides)
+    cfg = load(name, [*overrides, f"pseudo.base={base}"], base=base_paths.config)
+    cfg.overwrite = bool(cli.get("overwrite", False))  # the base's own overwrite flag does not carry over
+    p = cfg.pseudo
+    if p.soft and cfg.task == "image" and spec.problem in CLASSIFICATION and (cfg.aug.mixup_alpha or cfg.aug.cutmix_alpha):
+        raise ConfigError("config key 'pseudo.soft' with Mixup / CutMix: timm's Mixup needs class indices; "
+                          "set pseudo.soft=false or aug.mixup_alpha=aug.cutmix_alpha=0")
+    log = get_logger()
+    train = load_train(cfg)
+    source, source_name = load_source(cfg, train)
+    if cfg.data.check_inputs:
+        get_modality(cfg, base_paths.backbone).check_inputs(source, source_name)
+    id_col = cfg.data.id_col
+    folds = train[[id_col]].merge(pd.read_csv(base_paths.require(base_paths.folds, "train"), dtype={id_col: str}),
+                                  on=id_col, how="left")
+    if folds["fold"].isna().any():
+        raise DataError(f"{base_paths.folds} lacks {int(folds['fold'].isna().sum())} ids of {cfg.data.train_file}; "
+                        f"the base was trained on other data")
+    folds["fold"] = folds["fold"].astype(int)
+    fold_list = list(base_cv["folds_run"])
+    if cfg.train.folds and sorted(cfg.train.folds) != sorted(fold_list):
+        raise ConfigError(f"config key 'train.folds' {cfg.train.folds}: base {base} has models for folds {fold_list} only")
+    cfg.train.folds = fold_list
+    if not p.per_fold:
+        log.warning("pseudo.per_fold=false: every fold learns from the all-fold average, which saw its validation "
+                    "rows; the CV of this run is inflated and not comparable with the base's")
+    preds = base_predictions(base_cfg, base_paths, spec, source, fold_list, not p.source, p.per_fold)
+    extra, frames = {}, {}
+    for k in fold_list:
+        keep, y = pseudo_targets(cfg, spec, preds[k])
+        if not keep.any():
+            raise DataError(f"fold {k}: no row of {source_name} reaches pseudo.threshold={p.threshold} (highest "
+                            f"confidence {preds[k].max():.3f}); lower the threshold or use pseudo.soft=true")
+        rows = source.loc[keep].reset_index(drop=True)
+        extra[k] = ExtraRows(rows, y, p.weight)
+        frames[k] = readable(rows[id_col], id_col, spec, y, p.weight)
+        log.info(f"fold {k}: {int(keep.sum())}/{len(source)} pseudo rows from {base}'s "
+                 f"{'fold ' + str(k) if p.per_fold else 'all-fold'} predictions, weight {p.weight}")
+
+    def write_labels(paths: RunPaths) -> None:
+        for k, df in frames.items():
+            write_csv(paths.pseudo_labels(k), df)
+
+    result = train_experiment(cfg, folds_df=folds, extra=extra, before_training=write_labels)
+    from . import predict
+    predict.run(name, [o for o in overrides if not o.startswith("overwrite=")])
+    log.info(f"pseudo round: {base} CV {base_cv['cv']:.5f} -> {name} CV {result['cv']:.5f} ({cfg.metric}, same folds)")
+    return result
+
+
+def main(argv=None):
+    import sys
+    name, rest = pop_flag(list(sys.argv[1:] if argv is None else argv), "--name")
+    run_stage(lambda exp, overrides: run(exp, overrides, name), rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""make sanity: the demo model memorises a few rows; a loss that cannot fall and a model that ignores eval mode
+both fail loudly (exit 1, SANITY FAILED)."""
+import json
+
+import torch
+import torch.nn.functional as F
+
+from helpers import mod, run_cli
+
+sanity = mod("sanity")
+FAST = ["sanity.steps=5", "sanity.samples=0"]
+
+
+def read_result(workdir, exp="demo"):
+    return json.loads((workdir / "outputs" / f"sanity_{exp}" / "sanity.json").read_text())
+
+
+def test_sanity_overfits_the_demo_rows_and_saves_what_the_model_sees(tiny, workdir, capsys):
+    assert run_cli("sanity", "--exp", "demo", *tiny) == 0, capsys.readouterr().err
+    result = read_result(workdir)
+    assert result["passed"] and result["overfit_passed"] and result["eval_deterministic"]
+    assert result["steps"] == 100 and result["rows"] == 32
+    assert result["final_loss"] <= 0.1 * result["initial_loss"]
+    out = workdir / "outputs" / "sanity_demo"
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    if (out / "augmented.png").exists():  # image project
+        assert (out / "augmented.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        samples = (out / "samples.txt").read_text()
+        assert "[CLS]" in samples and "[SEP]" in samples and "label=" in samples
+        assert samples.count("decoded:") == 16
+    assert not (workdir / "outputs" / "demo").exists()  # sanity is no experiment: train's folder stays free
+
+
+def test_sanity_fails_loudly_when_the_loss_cannot_fall(tiny, workdir, capsys):
+    assert run_cli("sanity", "--exp", "demo", *tiny, *FAST, "sanity.lr=1e-9") == 1
+    err = capsys.readouterr().err
+    assert "SANITY FAILED: training loss went from" in err and "sanity.lr" in err
+    result = read_result(workdir)
+    assert not result["passed"] and not result["overfit_passed"] and result["eval_deterministic"]
+
+
+class AlwaysDropout(torch.nn.Module):
+    """A model whose forward ignores eval(): F.dropout with training=True hard-coded."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, batch):
+        return F.dropout(self.inner(batch), p=0.5, training=True)
+
+
+def test_sanity_catches_a_model_that_ignores_eval_mode(tiny, workdir, capsys, monkeypatch):
+    real = sanity.get_modality
+
+    def patched(cfg, assets_dir=None):
+        m = real(cfg, assets_dir)
+        build = m.build_model
+        m.build_model = lambda n, pretrained: AlwaysDropout(build(n, pretrained))
+        return m
+
+    monkeypatch.setattr(sanity, "get_modality", patched)
+    assert run_cli("sanity", "--exp", "demo", *tiny, *FAST) == 1
+    err = capsys.readouterr().err
+    assert "SANITY FAILED: two validation passes" in err and "eval" in err
+    assert read_result(workdir)["eval_deterministic"] is False
+
+
+def test_sanity_keys_are_range_checked(tiny, workdir, capsys):
+    assert run_cli("sanity", "--exp", "demo", *tiny, "sanity.max_final_loss_ratio=1.5") == 2
+    assert "sanity.max_final_loss_ratio" in capsys.readouterr().err
