@@ -328,7 +328,15 @@ def test_two_trained_members_ensemble_and_submit(tiny, demo_dir, workdir, capsys
     cv = json.loads((workdir / "outputs" / "ens" / "cv.json").read_text())
     own = [json.loads((workdir / "outputs" / m / "cv.json").read_text())["cv"] for m in ("m1", "m2")]
     assert np.allclose(sorted(cv["members"].values()), sorted(own))
+    # out-of-fold weights on two tiny members can land a little below the worse member, never far below it,
+    # and the ensemble must beat predicting the training mean / class frequencies
     worst = min(own) if cv["greater_is_better"] else max(own)
-    assert cv["cv"] >= worst - 0.02 if cv["greater_is_better"] else cv["cv"] <= worst * 1.02
+    assert cv["cv"] >= worst - 0.05 if cv["greater_is_better"] else cv["cv"] <= worst * 1.10
+    oof = pd.read_csv(workdir / "outputs" / "ens" / "oof_preds.csv").iloc[:, 1:].to_numpy()
+    spec = mod("targets").TargetSpec.load(workdir / "outputs" / "ens" / "labels.json")
+    y = spec.encode(pd.read_csv(demo_dir / "train.csv", dtype={"id": str}), "id")
+    constant = np.broadcast_to(oof.mean(0), oof.shape).copy()
+    base = mod("metrics").score(cv["metric"], spec.problem, y, constant)
+    assert cv["cv"] > base if cv["greater_is_better"] else cv["cv"] < base
     sample = pd.read_csv(demo_dir / "sample_submission.csv")
     assert pd.read_csv(workdir / "submissions" / "ens.csv").columns.tolist() == sample.columns.tolist()
