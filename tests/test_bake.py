@@ -18,19 +18,20 @@ COMMON = {
     *[f"src/{{pkg}}/{m}.py" for m in ("__init__", "__main__", "cli", "config", "data", "demo_data", "folds",
                                        "loop", "metrics", "modality", "optim", "predict", "runs", "submit",
                                        "targets", "train", "tricks/__init__", "tricks/adversarial",
-                                       "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo", "fullfit", "ensemble", "blend",
+                                       "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo",
+                                       "fullfit", "ensemble", "blend",
                                        "eda", "sanity", "leaderboard")],
     *[f"tests/{t}.py" for t in ("conftest", "helpers", "test_bad_inputs", "test_config", "test_folds",
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
-                                "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity", "test_leaderboard")],
+                                "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
+                                "test_leaderboard")],
 }
 ONLY = {
     "image": {"src/{pkg}/image.py", "src/{pkg}/demo_image.py", "src/{pkg}/tricks/mixing.py", "tests/test_image.py",
               "tests/test_mixing.py", "src/{pkg}/eda_image.py"},
     "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "src/{pkg}/pretrain.py", "src/{pkg}/eda_text.py",
-             "tests/test_text.py",
-             "tests/test_pretrain.py"},
+             "tests/test_text.py", "tests/test_pretrain.py"},
 }
 
 
