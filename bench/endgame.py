@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_make as make  # noqa: E402
 from demo import bake  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -37,15 +36,6 @@ SETS = {
                  "r14": ["model.name=resnet14t", "seed=42"]}),
 }
 METHODS = ("mean", "weighted", "hill", "rank", "gmean", "stack")
-
-
-def make(project: Path, target: str, *args: str) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = ["make", target, f"PYTHON={sys.executable}", *args]
-    print("$ " + " ".join(cmd), flush=True)
-    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
 
 
 def test_score(project: Path, exp: str, solution: pd.DataFrame) -> float:
@@ -109,7 +99,7 @@ def main() -> None:
         record(f"ens_{method}", f"ensemble ({method}) of {len(members)}", time.time() - t0)
 
     folds = "folds 0,1 of 5" if args.quick else "5 folds"
-    lines = [f"# Endgame benchmark\n", f"`python bench/endgame.py {' '.join(sys.argv[1:])}`, {args.set}, {folds}, "
+    lines = ["# Endgame benchmark\n", f"`python bench/endgame.py {' '.join(sys.argv[1:])}`, {args.set}, {folds}, "
              f"{epochs} epochs, accuracy, {time.strftime('%Y-%m-%d %H:%M')}\n",
              "| experiment | what | CV (out-of-fold) | CV in-sample | test | wall s |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:

