@@ -20,12 +20,13 @@ COMMON = {
                                        "targets", "train", "tricks/__init__", "tricks/adversarial",
                                        "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo",
                                        "fullfit", "ensemble", "blend",
-                                       "eda", "sanity", "leaderboard")],
+                                       "eda", "sanity", "leaderboard", "records", "tracking", "resume")],
     *[f"tests/{t}.py" for t in ("conftest", "helpers", "test_bad_inputs", "test_config", "test_folds",
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
-                                "test_leaderboard")],
+                                "test_leaderboard", "test_records", "test_tracking", "test_resume",
+                                "test_nonfinite", "crash_run")],
 }
 ONLY = {
     "image": {"src/{pkg}/image.py", "src/{pkg}/demo_image.py", "src/{pkg}/tricks/mixing.py", "tests/test_image.py",

@@ -67,3 +67,17 @@ def test_two_processes_give_one_oof_row_per_train_row_and_the_same_cv(baked, tas
         assert len(pd.read_csv(project / "outputs" / exp / "oof_preds.csv")) == len(train)
         cvs[exp] = json.loads((project / "outputs" / exp / "cv.json").read_text())["cv"]
     assert abs(cvs["one"] - cvs["two"]) < 0.05, cvs
+
+    # kill both ranks mid-epoch (tests/crash_run.py, the way kill -9 does), then RESUME=1 with NPROC=2:
+    # the main process wrote the resume point, both load it, and the run ends where "two" ended
+    (project / "configs" / "three.yaml").write_text((project / "configs" / "demo.yaml").read_text())
+    args = ["--exp", "three", *common.split(), "train.batch_size=16"]
+    crashed = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "tests/crash_run.py", "step", "4:2", *args], cwd=project)
+    assert crashed.returncode != 0 and (project / "outputs" / "three" / "fold0" / "last.pt").exists()
+    resumed = make("train", project, "EXP=three", "NPROC=2", "RESUME=1", f"ARGS={common} train.batch_size=16")
+    assert resumed.returncode == 0 and "resumed after epoch 3" in resumed.stderr, resumed.stderr[-3000:]
+    for name in ("oof_preds.csv", "history.csv"):
+        a, b = (pd.read_csv(project / "outputs" / e / name).drop(columns="seconds", errors="ignore")
+                for e in ("two", "three"))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

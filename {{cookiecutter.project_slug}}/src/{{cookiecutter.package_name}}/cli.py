@@ -17,6 +17,10 @@ class DataError(ValueError):
     """The competition files are not what the config says; the message says what to fix."""
 
 
+class TrainingError(RuntimeError):
+    """Training went wrong in a way the config can fix (a NaN loss); the message names fold, epoch, step."""
+
+
 def parse_cli(argv: list[str]) -> tuple[str | None, list[str]]:
     exp = os.environ.get("EXP") or None
     overrides: list[str] = []
@@ -52,7 +56,7 @@ def run_stage(fn: Callable[[str | None, list[str]], object], argv: list[str] | N
     exp, overrides = parse_cli(sys.argv[1:] if argv is None else argv)
     try:
         fn(exp, overrides)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, TrainingError) as e:
         logging.getLogger(__name__).debug("stage failed", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

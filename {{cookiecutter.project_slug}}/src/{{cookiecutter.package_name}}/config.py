@@ -75,6 +75,8 @@ class TrainConfig:
     progress: bool = True                   # tqdm bars
     full_fit: bool = False                  # train on all rows for the CV run's epochs -> outputs/<exp>_full/
     seeds: list[int] = field(default_factory=list)   # full_fit: one model per seed; [] = [seed]
+    deterministic: bool = False             # GPU: deterministic algorithms (slower); CPU runs are already exact
+    max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
 
 
 @dataclass
@@ -209,6 +211,14 @@ class SanityConfig:
 
 
 @dataclass
+class TrackConfig:
+    # optional experiment trackers, none required: mlflow | tensorboard | wandb
+    backends: list[str] = field(default_factory=list)
+    dir: str = ""                           # mlflow file store / tensorboard logs; "" = outputs/tracking
+    project: str = ""                       # mlflow experiment / wandb project; "" = the project folder's name
+
+
+@dataclass
 class PathsConfig:
     outputs: str = "outputs"
     submissions: str = "submissions"
@@ -241,6 +251,7 @@ class Config:
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     eda: EdaConfig = field(default_factory=EdaConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -258,6 +269,7 @@ CHOICES = {
     "tta.reduce": ("mean", "gmean"),
     "ensemble.method": ("mean", "weighted", "hill", "rank", "gmean", "stack"),
 }
+TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
     "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "model.weights": "image",
@@ -410,6 +422,11 @@ def validate(cfg: Config, explicit: set[str]) -> None:
         raise ConfigError(f"config key 'pseudo.threshold' must be in [0, 1], got {cfg.pseudo.threshold}")
     if cfg.pseudo.weight <= 0:
         raise ConfigError(f"config key 'pseudo.weight' must be > 0, got {cfg.pseudo.weight}")
+    unknown = [b for b in cfg.track.backends if b not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"config key 'track.backends' has {unknown}; choose from {', '.join(TRACKERS)}")
+    if cfg.train.max_skipped_steps < 1:
+        raise ConfigError(f"config key 'train.max_skipped_steps' must be >= 1, got {cfg.train.max_skipped_steps}")
     if not cfg.tta.views:
         raise ConfigError("config key 'tta.views' must list at least one view, e.g. [identity]")
     if not cfg.data.target_cols:

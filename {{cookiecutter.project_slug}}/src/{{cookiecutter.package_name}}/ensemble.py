@@ -47,8 +47,9 @@ import pandas as pd
 from .blend import cross_fit, meta_estimator
 from .cli import DataError, pop_flag, run_stage
 from .config import CONFIG_DIR, Config, ConfigError, dump, load, parse_overrides, read_yaml
-from .data import load_train
+from .data import data_path, load_train
 from .metrics import METRICS, score
+from .records import finish_record, start_record
 from .runs import RunPaths, get_logger, prepare_run_dir, write_csv, write_json, write_text, write_with
 from .targets import TargetSpec
 
@@ -232,11 +233,13 @@ def run(name: str | None, exps: str | None, overrides: list[str]) -> dict:
     prepare_run_dir(paths, cfg.overwrite)  # every check has passed: from here on, only writes
     frame = lambda ids, v: pd.DataFrame({id_col: ids, **dict(zip(spec.pred_cols, v.T))})  # noqa: E731
     write_text(paths.config, dump(cfg))
+    start_record(paths, data_files=[data_path(cfg, cfg.data.train_file)])
     spec.save(paths.labels)
     write_csv(paths.folds, pd.DataFrame({id_col: train_ids, "fold": fold}))
     write_csv(paths.oof, frame(train_ids, oof))
     write_csv(paths.test_preds, frame(ms[0].test[id_col].to_numpy(), test))
     write_with(paths.corr_plot, lambda p: p.write_bytes(png))
+    finish_record(paths, status="finished", cv=result["cv"])
     write_json(paths.cv, result)  # last: its presence marks a finished ensemble
     log = get_logger(paths.log)
     for line in notes + summary(result):

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, dump, flatten, read_yaml, to_dict
 from .data import load_all
 from .metrics import METRICS
 from .modality import get_modality
+from .records import finish_record, start_record
 from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_csv, write_json, write_text
 
 # keys a full fit may change without making its CV run's figures meaningless for it
@@ -44,7 +45,7 @@ def chosen_epochs(cfg: Config, cv: dict) -> int:
 
 
 def run_full_fit(cfg: Config) -> dict:
-    from .train import build_tricks, fit_epoch, make_accelerator, prepare_fit
+    from .train import build_tricks, data_files, fit_epoch, make_accelerator, prepare_fit
 
     source = RunPaths(cfg)
     src_cv = json.loads(source.require(source.cv, "train").read_text())
@@ -70,6 +71,7 @@ def run_full_fit(cfg: Config) -> dict:
     if accelerator.is_main_process:
         prepare_run_dir(paths, cfg.overwrite)
         write_text(paths.config, dump(cfg))
+        start_record(paths, data_files=data_files(cfg))
         spec.save(paths.labels)
         write_csv(paths.folds, pd.read_csv(source.require(source.folds, "train"), dtype={cfg.data.id_col: str}))
         mod.save_assets(paths.backbone)
@@ -110,6 +112,7 @@ def run_full_fit(cfg: Config) -> dict:
               "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
               "folds_run": [], "seeds": seeds, "epochs": cfg.train.epochs, "wall_seconds": round(time.time() - t0, 1)}
     if accelerator.is_main_process:
+        finish_record(paths, status="finished", cv=result["cv"])
         write_json(paths.cv, result)
     accelerator.wait_for_everyone()
     from . import predict

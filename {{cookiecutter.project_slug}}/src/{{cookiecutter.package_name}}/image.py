@@ -64,13 +64,19 @@ def _broken(path: Path) -> str | None:
 
 class ImageDataset(Dataset):
     def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, reseed: bool = False):
         self.paths, self.targets, self.transform, self.weights = paths, targets, transform, weights
+        self.reseed = reseed
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
+        if self.reseed:
+            # albumentations' Compose has its own RNG, seeded from the OS unless told otherwise. Its seed
+            # comes from torch's RNG (the main process's, or a worker's, which the loader's generator
+            # seeds), so `seed` fixes the augmentations and a resumed run replays them exactly.
+            self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         image = self.transform(image=read_image(self.paths[i]))["image"]
         item = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
         if self.targets is not None:
@@ -175,7 +181,7 @@ class Modality:
         """weights: per-row loss weights (pseudo-labelled rows), yielded as batch["weight"]."""
         paths = [str(self.root / str(p)) for p in df[self.cfg.data.image_col]]
         workers = self.cfg.train.num_workers
-        return DataLoader(ImageDataset(paths, targets, self.transform(train), weights), batch_size=batch_size,
+        return DataLoader(ImageDataset(paths, targets, self.transform(train), weights, reseed=train), batch_size=batch_size,
                           shuffle=train, drop_last=train and len(paths) > batch_size, num_workers=workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator)
 

@@ -20,6 +20,14 @@ from .tricks import rdrop
 from .tta import reduce_views
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN / inf loss (or fp16's scaler skipped too many steps in a row)."""
+
+    def __init__(self, epoch: int, step: int, what: str):
+        super().__init__(f"epoch {epoch} step {step}: {what}")
+        self.epoch, self.step, self.what = epoch, step, what
+
+
 @dataclass
 class Tricks:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -41,30 +49,42 @@ class Tricks:
 
 def train_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, tricks: Tricks, epoch: int,
                 raw_model=None, max_grad_norm: float = 0.0, step_scheduler: bool = True, desc: str = "train",
-                progress: bool = True) -> float:
+                progress: bool = True, max_skipped_steps: int = 20) -> float:
+    """The epoch's mean training loss. A NaN / inf loss raises NonFiniteLoss before the optimiser step, so
+    the weights, EMA and last resume point stay finite. Under fp16 loss scaling a non-finite step is the
+    scaler's to skip (it lowers the scale); only max_skipped_steps skipped steps in a row raise."""
     model.train()
     total = torch.zeros((), device=accelerator.device)
-    count = 0
+    count, skipped = 0, 0
+    scaled = accelerator.scaler is not None
     attack = tricks.adversary is not None and tricks.adversary.active(epoch)
     bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and accelerator.is_main_process))
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         if tricks.mixer is not None:
             batch = tricks.mixer(batch)
         with accelerator.accumulate(model):
             loss = tricks.loss_of(model, batch)
+            if not scaled and not torch.isfinite(loss.detach()).item():
+                raise NonFiniteLoss(epoch, step, f"the training loss is {loss.item()}")
             accelerator.backward(loss)
             if attack:
                 tricks.adversary.attack(lambda: tricks.loss_of(model, batch), accelerator.backward)
             if max_grad_norm > 0 and accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
+            if scaled and accelerator.sync_gradients:
+                skipped = skipped + 1 if accelerator.optimizer_step_was_skipped else 0
+                if skipped >= max_skipped_steps:
+                    raise NonFiniteLoss(epoch, step, f"{skipped} optimiser steps in a row were skipped by the fp16 "
+                                                     f"loss scaler (inf/NaN gradients; train.max_skipped_steps)")
             if step_scheduler:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         if tricks.ema is not None and accelerator.sync_gradients:  # once per optimiser step
             tricks.ema.update(raw_model if raw_model is not None else model)
         n = len(batch["target"])
-        total += loss.detach() * n
+        # fp16: a skipped step's non-finite loss would make the epoch's mean meaningless
+        total += (torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0) if scaled else loss.detach()) * n
         count += n
     total = accelerator.reduce(total, reduction="sum")
     count = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item()

@@ -46,6 +46,7 @@ from transformers import get_linear_schedule_with_warmup
 from .cli import DataError, run_stage
 from .config import Config, ConfigError, PretrainConfig, dump, flatten, load, read_yaml, to_dict
 from .data import data_path, load_test, load_train, require_columns
+from .records import finish_record, note_resume, start_record
 from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_json, write_text
 from .text import join_texts
 from .train import make_accelerator
@@ -287,6 +288,10 @@ def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
         if not resume:
             prepare_run_dir(paths, cfg.overwrite)
         write_text(paths.config, dump(cfg))
+        if resume and paths.run_record.is_file():
+            note_resume(paths, argv=sys.argv, step=state["step"])
+        else:
+            start_record(paths, data_files=[data_path(cfg, cfg.data.train_file), data_path(cfg, cfg.data.test_file)])
     accelerator.wait_for_everyone()
     log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
     for note in notes:
@@ -383,6 +388,7 @@ def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
               "notes": notes}
     if accelerator.is_main_process:
         save_model(raw, tokenizer, paths.pretrained_model)
+        finish_record(paths, status="finished", perplexity_after=result["perplexity_after"])
         write_json(paths.pretrain_json, result)
     accelerator.wait_for_everyone()
     log.info(f"saved {paths.pretrained_model}: make train ARGS=\"model.name={paths.pretrained_model}\"")

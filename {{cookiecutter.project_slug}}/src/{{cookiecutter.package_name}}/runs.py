@@ -8,6 +8,10 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/<exp>/fold<k>/best.pt   best checkpoint          outputs/<exp>/fold<k>/oof.csv
     outputs/<exp>/fold<k>/test_preds.csv                     outputs/<exp>/backbone/ (text)
     outputs/<exp>/oof_preds.csv     outputs/<exp>/cv.json    outputs/<exp>/test_preds.csv
+    outputs/<exp>/run.json          run record: command, git commit, packages, hardware, times, data hashes
+    outputs/<exp>/code.diff         uncommitted changes of the project when the run started
+    outputs/<exp>/fold<k>/last.pt   resume point (end of the last finished epoch; removed when the fold is done)
+    outputs/<exp>/fold<k>/done.json the fold finished: its score, best epoch, history rows
     outputs/<exp>/oof_preds_notta.csv  training-time OOF, kept when make predict redoes it with TTA
     outputs/<exp>/predict.json      the TTA views / reduce / models behind test_preds.csv
     outputs/<exp>/fold<k>/pseudo_labels.csv   pseudo runs: the rows and targets fold k trained on
@@ -16,6 +20,7 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png / samples.txt)
     outputs/eda/                    make eda (report.md, *.png, summary.json)
     outputs/leaderboard.csv         make leaderboard
+    outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ class RunPaths:
     pretrain_json = property(lambda s: s.dir / "pretrain.json")          # make pretrain: before / after
     pretrained_model = property(lambda s: s.dir / "model")              # make pretrain: HF directory
     pretrain_state = property(lambda s: s.dir / "pretrain_state.pt")    # make pretrain: resume point
+    run_record = property(lambda s: s.dir / "run.json")
+    code_diff = property(lambda s: s.dir / "code.diff")
 
     def fold_dir(self, k: int) -> Path:
         return self.dir / f"fold{k}"
@@ -65,6 +72,12 @@ class RunPaths:
 
     def fold_oof(self, k: int) -> Path:
         return self.fold_dir(k) / "oof.csv"
+
+    def fold_state(self, k: int) -> Path:
+        return self.fold_dir(k) / "last.pt"
+
+    def fold_done(self, k: int) -> Path:
+        return self.fold_dir(k) / "done.json"
 
     def fold_test_preds(self, k: int) -> Path:
         return self.fold_dir(k) / "test_preds.csv"
@@ -88,6 +101,11 @@ class RunPaths:
 def eda_dir(cfg: Config) -> Path:
     """make eda's report folder: one per outputs folder (the data set is the config's, not an experiment's)."""
     return Path(cfg.paths.outputs) / "eda"
+
+
+def tracking_dir(cfg: Config) -> Path:
+    """Optional trackers' local store (MLflow file store, TensorBoard logs): track.dir or outputs/tracking."""
+    return Path(cfg.track.dir) if cfg.track.dir else Path(cfg.paths.outputs) / "tracking"
 
 
 def leaderboard_csv(outputs: Path) -> Path:

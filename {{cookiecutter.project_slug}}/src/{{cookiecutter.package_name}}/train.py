@@ -2,14 +2,19 @@
 
     python -m <package>.train --exp exp001 train.epochs=3 model.name=resnet34
     make train EXP=exp001 ARGS="train.epochs=3"
+    make train EXP=exp001 RESUME=1          # after a crash: finished folds skipped, the interrupted one continued
 
-Writes outputs/<exp>/: config.yaml, labels.json, folds.csv, train.log, history.csv, loss_fold<k>.png,
-fold<k>/best.pt, fold<k>/oof.csv, oof_preds.csv (train.csv order), cv.json. Every input check runs
-before the first batch; a finished experiment is only replaced with overwrite=true.
+Writes outputs/<exp>/: config.yaml, run.json (+ code.diff), labels.json, folds.csv, train.log, history.csv,
+loss_fold<k>.png, fold<k>/best.pt, fold<k>/oof.csv, fold<k>/done.json, oof_preds.csv (train.csv order),
+cv.json; fold<k>/last.pt while a fold runs (resume.py). Every input check runs before the first batch; a
+finished experiment is only replaced with overwrite=true. A NaN / inf training loss stops the run with
+the fold, epoch and step.
 """
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +25,33 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from .cli import DataError, run_stage
-from .config import Config, ConfigError, dump, load
-from .data import load_all
+from .cli import DataError, TrainingError, run_stage
+from .config import Config, ConfigError, dump, flatten, load, to_dict
+from .data import data_path, load_all
 from .folds import load_or_make_folds
-from .loop import Tricks, infer, train_epoch
+from .loop import NonFiniteLoss, Tricks, infer, train_epoch
 from .metrics import METRICS, is_better, score
 from .modality import get_modality
 from .optim import build_optimizer, build_scheduler, freeze_layers, set_backbone_trainable
 from .tricks.adversarial import build_adversary
 from .tricks.averaging import build_averagers
 from .tricks.losses import build_loss
+from .records import data_fingerprint, finish_record, note_resume, start_record
+from .resume import (FoldState, check_resumable, clear_partial_saves, load_fold_state, mark_done, read_done,
+                     save_fold_state)
 from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_csv, write_json, write_text
 from .targets import TargetSpec
+from .tracking import Trackers, check_trackers, open_trackers
+
+
+def configure_determinism(on: bool) -> None:
+    """train.deterministic: deterministic GPU kernels (cuBLAS workspace, cuDNN without autotuning), slower.
+    CPU runs with a fixed seed are already bit-exact; an op with no deterministic GPU kernel then raises."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -42,6 +61,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     if cfg.train.precision == "fp16" and on_cpu:
         raise ConfigError("config key 'train.precision' fp16 needs a GPU; use bf16 or fp32 on CPU")
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
+    configure_determinism(cfg.train.deterministic)
     # cpu=True also when no GPU is visible: only then does Accelerate run torchrun's ranks as gloo DDP
     return Accelerator(cpu=on_cpu, mixed_precision=precision,
                        gradient_accumulation_steps=cfg.train.accum_steps)
@@ -157,14 +177,15 @@ def fit_epoch(cfg: Config, fit: Fit, accelerator: Accelerator, epoch: int, desc:
     in_swa = fit.swa is not None and fit.swa.in_swa(epoch)
     loss = train_epoch(fit.model, fit.loader, fit.optimizer, fit.scheduler, accelerator, fit.tricks, epoch, fit.raw,
                        cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0), desc=desc,
-                       progress=cfg.train.progress)
+                       progress=cfg.train.progress, max_skipped_steps=cfg.train.max_skipped_steps)
     if fit.swa is not None:
         fit.swa.on_epoch_end(fit.raw, epoch)
     return loss
 
 
 def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: TargetSpec, paths: RunPaths,
-             accelerator: Accelerator, log, history: list[dict], extra: ExtraRows | None = None) -> FoldResult:
+             accelerator: Accelerator, log, history: list[dict], extra: ExtraRows | None = None,
+             resume: bool = False, trackers: Trackers | None = None) -> FoldResult:
     set_seed(cfg.seed + k)
     tr = np.flatnonzero(folds != k)
     va = np.flatnonzero(folds == k)
@@ -177,19 +198,27 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
     val_loader = fit.extra[0]
     model, optimizer, tricks, swa = fit.model, fit.optimizer, fit.tricks, fit.swa
 
-    best: FoldResult | None = None
-    rows = []
+    st = FoldState(rows=[])
+    if resume and paths.fold_state(k).is_file():
+        st = load_fold_state(paths.fold_state(k), fit, accelerator, gen)
+        history.extend(st.rows)
+        log.info(f"fold {k}: resumed after epoch {st.epoch} from {paths.fold_state(k)}")
+    best: FoldResult | None = FoldResult(**st.best) if st.best else None
+    rows = st.rows
 
     def evaluate(module, epoch, tr_loss, t0):
         nonlocal best
         preds, va_loss = infer(module, val_loader, accelerator, spec, f"fold {k} valid", cfg.train.progress)
         s = score(cfg.metric, cfg.problem, y_true[va], preds)
-        improved = is_better(cfg.metric, s, None if best is None else best.score)
+        improved = is_better(cfg.metric, s, None if best is None else best.score)  # never a NaN score
         rows.append(dict(fold=k, epoch=epoch, train_loss=tr_loss, valid_loss=va_loss, score=s,
                          lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 2)))
         history.append(rows[-1])
         log.info(f"fold {k} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss {va_loss:.4f}"
                  f"  {cfg.metric} {s:.5f}{'  *best' if improved else ''}  ({rows[-1]['seconds']}s)")
+        if trackers is not None:
+            trackers.log_metrics({f"fold{k}/{m}": rows[-1][m] for m in ("train_loss", "valid_loss", "score", "lr")},
+                                 step=epoch if isinstance(epoch, int) else cfg.train.epochs)
         if improved:
             best = FoldResult(preds, s, epoch)
             if accelerator.is_main_process:
@@ -197,17 +226,26 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
         if accelerator.is_main_process:
             write_csv(paths.history, pd.DataFrame(history))
 
-    for epoch in range(1, cfg.train.epochs + 1):
-        t0 = time.time()
-        tr_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
-        if swa is None or epoch < cfg.train.epochs:
-            evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, tr_loss, t0)
+    try:
+        for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
+            t0 = time.time()
+            st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
+            if swa is None or epoch < cfg.train.epochs:
+                evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, st.train_loss, t0)
+            st.epoch, st.best = epoch, None if best is None else vars(best)
+            if accelerator.is_main_process:
+                save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)
+    except NonFiniteLoss as e:
+        raise TrainingError(f"fold {k} {e}; stopped before that step reached the weights. Lower train.lr, set "
+                            f"train.max_grad_norm (e.g. 1.0), use fp32 or bf16 instead of fp16, or check the "
+                            f"inputs of that batch") from None
     if swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
+        t0 = time.time()
         with accelerator.autocast():
             swa.finalize(fit.loader)
         best = None
-        evaluate(swa.module, "swa", tr_loss, t0)
+        evaluate(swa.module, "swa", st.train_loss, t0)
     if best is None:
         raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
                         f"that fold (e.g. a single class makes AUC undefined)")
@@ -215,29 +253,39 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
         # the SWA evaluation is plotted at the last epoch (it averages the weights up to there)
         plot = pd.DataFrame([{**r, "epoch": cfg.train.epochs if r["epoch"] == "swa" else r["epoch"]} for r in rows])
         save_loss_plot(paths.loss_plot(k), plot, k, cfg.metric)
+        # float64 like oof_preds.csv: its shortest repr reads back bit-exactly when a resumed run skips the fold
         write_csv(paths.fold_oof(k), preds_frame(train_df[cfg.data.id_col].iloc[va], cfg.data.id_col,
-                                                 best.preds, spec))
+                                                 best.preds.astype(np.float64), spec))
+        mark_done(paths, k, best.score, best.best_epoch, rows)
     accelerator.free_memory()
     return best
 
 
-def run(exp: str | None, overrides: list[str]) -> dict:
+def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
     cfg = load(exp, overrides)
     if cfg.train.full_fit:
+        if resume:
+            raise ConfigError("RESUME=1 applies to k-fold runs; rerun the full fit (train.full_fit=true) instead")
         from .fullfit import run_full_fit
         return run_full_fit(cfg)
-    return train_experiment(cfg)
+    return train_experiment(cfg, resume=resume)
+
+
+def data_files(cfg: Config) -> list:
+    return [data_path(cfg, f) for f in (cfg.data.train_file, cfg.data.test_file, cfg.data.sample_submission_file)]
 
 
 def train_experiment(cfg: Config, folds_df: pd.DataFrame | None = None,
-                     extra: dict[int, ExtraRows] | None = None, before_training=None) -> dict:
+                     extra: dict[int, ExtraRows] | None = None, before_training=None, resume: bool = False) -> dict:
     """K-fold training of cfg. folds_df: the folds to use (default: the data set's shared folds file);
     extra: rows added to fold k's training part (pseudo-labels); before_training(paths): writes more
-    files into the fresh run folder (it runs on the main process after the folder is prepared)."""
+    files into the fresh run folder (it runs on the main process after the folder is prepared);
+    resume: continue the interrupted run in outputs/<exp>/ (resume.py)."""
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
-    if paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
+    if not resume and paths.dir.exists() and any(paths.dir.iterdir()) and not cfg.overwrite:
         prepare_run_dir(paths, overwrite=False)  # raises with the message, before any work
+    check_trackers(cfg)
     train_df, test_df, spec = load_all(cfg)
     mod = get_modality(cfg)
     id_col = cfg.data.id_col
@@ -245,23 +293,51 @@ def train_experiment(cfg: Config, folds_df: pd.DataFrame | None = None,
     # Build the model and every trick once before anything is written: unreachable weights, a bad
     # adv.param_pattern or loss for this problem fail here, not after the run folder exists.
     build_tricks(cfg, spec, mod.build_model(spec.n_outputs, cfg.model.pretrained), y_fit)
-    accelerator.wait_for_everyone()  # every process has checked the inputs before anything is written
-    if accelerator.is_main_process:
+    hashes = data_fingerprint(data_files(cfg))
+    if accelerator.is_main_process:  # the shared folds file is written once, by one process
         folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, spec)
-        prepare_run_dir(paths, cfg.overwrite)
-        write_text(paths.config, dump(cfg))
-        spec.save(paths.labels)
-        write_csv(paths.folds, folds)
-        mod.save_assets(paths.backbone)
-        if before_training is not None:
-            before_training(paths)
-    accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()  # every process has checked the inputs before anything is written
     if not accelerator.is_main_process:
         folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, spec)
+    if resume:
+        check_resumable(cfg, paths, folds, hashes)
+    if accelerator.is_main_process:
+        if resume:
+            left = clear_partial_saves(paths.dir)
+            note_resume(paths, argv=sys.argv, partial_saves_removed=[str(p) for p in left])
+        else:
+            prepare_run_dir(paths, cfg.overwrite)
+            write_text(paths.config, dump(cfg))
+            start_record(paths, data_files=data_files(cfg))
+            spec.save(paths.labels)
+            write_csv(paths.folds, folds)
+            mod.save_assets(paths.backbone)
+            if before_training is not None:
+                before_training(paths)
+    accelerator.wait_for_everyone()
     log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
     log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
-             f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}")
+             f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}"
+             f"{'  (resumed)' if resume else ''}")
+    trackers = open_trackers(cfg, cfg.exp, accelerator.is_main_process)
+    trackers.log_params(flatten(to_dict(cfg)))
+    try:
+        result = run_folds(cfg, train_df, y_fit, spec, folds, mod, paths, accelerator, log, extra, resume, trackers)
+    except BaseException as e:
+        if accelerator.is_main_process:
+            finish_record(paths, status=f"failed: {type(e).__name__}: {e}"[:500])
+        trackers.close("FAILED")
+        raise
+    if accelerator.is_main_process:
+        finish_record(paths, status="finished", cv=result["cv"])
+    trackers.log_metrics({"cv": result["cv"]}, step=cfg.train.epochs)
+    trackers.close()
+    return result
 
+
+def run_folds(cfg: Config, train_df, y_fit, spec: TargetSpec, folds, mod, paths: RunPaths, accelerator, log,
+              extra, resume: bool, trackers: Trackers) -> dict:
+    id_col = cfg.data.id_col
     y_true = spec.encode(train_df, id_col, cfg.data.train_file)
     fold_ids = folds["fold"].to_numpy()
     oof = np.full((len(train_df), spec.n_outputs), np.nan, dtype=np.float64)
@@ -270,8 +346,16 @@ def train_experiment(cfg: Config, folds_df: pd.DataFrame | None = None,
     scores, best_epochs = [], []
     t0 = time.time()
     for k in fold_list:
-        res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, spec, paths, accelerator, log, history,
-                       extra=(extra or {}).get(k))
+        if resume and paths.fold_done(k).is_file():
+            done, preds = read_done(paths, k, id_col, train_df[id_col][fold_ids == k])
+            res = FoldResult(preds, done["score"], done["best_epoch"])
+            history.extend(done["rows"])
+            if accelerator.is_main_process:
+                paths.fold_state(k).unlink(missing_ok=True)  # killed between the marker and this removal
+            log.info(f"fold {k}: finished before the interruption, skipped")
+        else:
+            res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, spec, paths, accelerator, log, history,
+                           extra=(extra or {}).get(k), resume=resume, trackers=trackers)
         oof[fold_ids == k] = res.preds
         scores.append(res.score)
         best_epochs.append(res.best_epoch)
@@ -290,7 +374,9 @@ def train_experiment(cfg: Config, folds_df: pd.DataFrame | None = None,
 
 
 def main(argv=None):
-    run_stage(run, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    resume = "--resume" in argv  # a flag, not a config key: the saved config of a run never says "resumed"
+    run_stage(lambda exp, overrides: run(exp, overrides, resume), [a for a in argv if a != "--resume"])
 
 
 if __name__ == "__main__":

@@ -122,6 +122,18 @@ class SWA:
         if self.in_swa(epoch + 1) and epoch < self.epochs:
             self._hold_lr()  # the lr of the next epoch
 
+    def state_dict(self) -> dict:
+        """The average so far (n_averaged included) and the constant-lr scheduler, for resuming a run."""
+        return {"averaged": self.averaged.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.averaged.load_state_dict(state["averaged"])
+        if state["scheduler"] is not None:
+            if self.scheduler is None:
+                self.scheduler = SWALR(self.optimizer, swa_lr=self.lr, anneal_epochs=0)
+            self.scheduler.load_state_dict(state["scheduler"])
+
     @torch.no_grad()
     def finalize(self, loader: Iterable[dict], device: torch.device | str | None = None,
                  forward: Callable[[nn.Module, dict], Any] | None = None) -> None:
