@@ -20,7 +20,7 @@ COMMON = {
                                        "targets", "train", "tricks/__init__", "tricks/adversarial",
                                        "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo",
                                        "fullfit", "ensemble", "blend",
-                                       "eda", "sanity", "leaderboard", "records", "tracking", "resume")],
+                                       "eda", "sanity", "leaderboard", "records", "tracking", "resume", "fitting")],
     *[f"tests/{t}.py" for t in ("conftest", "helpers", "test_bad_inputs", "test_config", "test_folds",
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",

@@ -45,7 +45,8 @@ def chosen_epochs(cfg: Config, cv: dict) -> int:
 
 
 def run_full_fit(cfg: Config) -> dict:
-    from .train import build_tricks, data_files, fit_epoch, make_accelerator, prepare_fit
+    from .fitting import build_tricks, fit_epoch, make_accelerator, prepare_fit
+    from .train import data_files
 
     source = RunPaths(cfg)
     src_cv = json.loads(source.require(source.cv, "train").read_text())

@@ -37,7 +37,8 @@ from .metrics import score
 from .modality import get_modality
 from .runs import RunPaths, get_logger, write_csv, write_json, write_with
 from .targets import TargetSpec
-from .train import make_accelerator, preds_frame
+from .fitting import make_accelerator
+from .train import preds_frame
 from .tta import check_views, describe, reduce_views
 
 

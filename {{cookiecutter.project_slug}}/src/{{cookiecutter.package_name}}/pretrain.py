@@ -49,7 +49,7 @@ from .data import data_path, load_test, load_train, require_columns
 from .records import finish_record, note_resume, start_record
 from .runs import RunPaths, atomic_path, get_logger, prepare_run_dir, write_json, write_text
 from .text import join_texts
-from .train import make_accelerator
+from .fitting import make_accelerator
 
 SAVE_MINUTES = 30  # a checkpoint at least this often, so a killed notebook loses at most this much
 # A resumed run must see the same texts, split, blocks and masks; only its length may change.

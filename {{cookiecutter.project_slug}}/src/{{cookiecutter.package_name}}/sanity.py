@@ -43,7 +43,7 @@ from .modality import get_modality
 from .optim import build_optimizer, freeze_layers
 from .runs import RunPaths, write_json, write_text, write_with
 from .targets import CLASSIFICATION, TargetSpec
-from .train import make_accelerator
+from .fitting import make_accelerator
 from .tricks.losses import build_loss
 
 LAST = 5             # final loss = mean of the last LAST steps (one batch can be lucky)
