@@ -9,7 +9,7 @@ ONLY_FOR = {
               PACKAGE / "tricks" / "mixing.py",
               Path("tests") / "test_image.py", Path("tests") / "test_mixing.py"],
     "text": [PACKAGE / "text.py", PACKAGE / "demo_text.py", PACKAGE / "eda_text.py", PACKAGE / "pretrain.py",
-             Path("tests") / "test_text.py",
+             PACKAGE / "mlm_data.py", Path("tests") / "test_text.py",
              Path("tests") / "test_pretrain.py"],
 }
 

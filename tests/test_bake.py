@@ -31,7 +31,7 @@ COMMON = {
 ONLY = {
     "image": {"src/{pkg}/image.py", "src/{pkg}/demo_image.py", "src/{pkg}/tricks/mixing.py", "tests/test_image.py",
               "tests/test_mixing.py", "src/{pkg}/eda_image.py"},
-    "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "src/{pkg}/pretrain.py", "src/{pkg}/eda_text.py",
+    "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "src/{pkg}/pretrain.py", "src/{pkg}/mlm_data.py", "src/{pkg}/eda_text.py",
              "tests/test_text.py", "tests/test_pretrain.py"},
 }
 
