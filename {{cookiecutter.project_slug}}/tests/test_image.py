@@ -1,10 +1,11 @@
 """Image inputs: unusable files are listed before training, any mode decodes to RGB, local weights load."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from helpers import mod, run_cli
+from helpers import like_demo, mod, run_cli
 
 config, image = mod("config"), mod("image")
 
@@ -22,12 +23,25 @@ def _train_fails(data_dir, tiny, capsys, workdir) -> str:
     (lambda p: p.write_bytes(b""), "zero bytes"),
     (lambda p: p.write_bytes(b"this is not a png"), "does not decode"),
     (lambda p: p.write_bytes(p.read_bytes()[:60]), "does not decode"),  # truncated
+    (lambda p: Image.open(p).convert("RGB").save(p, format="TGA"), "format OpenCV cannot read"),  # PIL can
 ])
 def test_unusable_image_is_named_with_its_line_before_training(data_copy, tiny, capsys, workdir, damage, why):
     victim = sorted((data_copy / "images").glob("*.png"))[-1]  # a train image (test takes the first rows)
     damage(victim)
     err = _train_fails(data_copy, tiny, capsys, workdir)
     assert victim.name in err and why in err and "line " in err
+
+
+def test_a_broken_test_image_stops_predict_before_inference(data_copy, tiny, workdir, capsys):
+    """Never skipped: a test row without a prediction would misalign the submission's ids."""
+    like_demo("pr")
+    assert run_cli("train", "--exp", "pr", *tiny, f"data.dir={data_copy}", "train.folds=[0]", "train.epochs=1") == 0
+    victim = data_copy / pd.read_csv(data_copy / "test.csv")["image"].iloc[1]
+    victim.write_bytes(victim.read_bytes()[:60])
+    assert run_cli("predict", "--exp", "pr") == 2
+    err = capsys.readouterr().err
+    assert "test.csv" in err and "line 3" in err and victim.name in err and "does not decode" in err
+    assert not (workdir / "outputs" / "pr" / "test_preds.csv").exists()
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])

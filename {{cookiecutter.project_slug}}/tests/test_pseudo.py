@@ -95,6 +95,24 @@ def test_pseudo_refuses_before_training(tiny, workdir, capsys):
     assert "make train EXP=nope" in capsys.readouterr().err
 
 
+def test_pseudo_labels_outside_the_base_label_map_are_refused(tiny, workdir, data_copy, capsys):
+    _base(tiny, "b4", "train.folds=[0]")
+    spec = targets.TargetSpec.load("outputs/b4/labels.json")
+    if spec.problem in ("binary", "multiclass"):  # a labelled pseudo.source must hold the base's labels only
+        src = pd.read_csv(data_copy / "test.csv", dtype=str)
+        src["id"] = "src_" + src["id"]
+        src[spec.target_cols[0]] = [spec.classes[0], "never_seen"] + [""] * (len(src) - 2)
+        src.to_csv(data_copy / "source.csv", index=False)
+        assert run_cli("pseudo", "--exp", "b4", f"data.dir={data_copy}", "pseudo.source=source.csv") == 2
+        err = capsys.readouterr().err
+        assert "source.csv" in err and "['never_seen'] outside the training label map" in err and "line 3" in err
+    preds = workdir / "outputs" / "b4" / "fold0" / "test_preds.csv"
+    preds.write_text(preds.read_text().replace(",", ",x", 1))  # predictions made under another label map
+    assert run_cli("pseudo", "--exp", "b4") == 2
+    assert "test_preds.csv holds columns" in capsys.readouterr().err
+    assert not (workdir / "outputs" / "b4_pseudo").exists()
+
+
 def test_training_rows_add_pseudo_rows_to_the_training_part_only():
     df = pd.DataFrame({"id": list("abcdef")})
     y = np.array([0, 1, 0, 1, 0, 1])

@@ -11,15 +11,16 @@ from helpers import mod, run_cli
 config, text = mod("config"), mod("text")
 
 
-def test_empty_text_is_named_with_its_line(data_copy, tiny, capsys, workdir):
-    df = pd.read_csv(data_copy / "train.csv", dtype=str, keep_default_na=False)
+@pytest.mark.parametrize("file, value", [("train.csv", "   "), ("test.csv", "")])
+def test_empty_or_whitespace_text_is_named_with_its_line(data_copy, tiny, capsys, workdir, file, value):
+    df = pd.read_csv(data_copy / file, dtype=str, keep_default_na=False)
     cols = config.load("demo", tiny).data.text_cols
     for c in cols:
-        df.loc[2, c] = "   "
-    df.to_csv(data_copy / "train.csv", index=False)
+        df.loc[2, c] = value
+    df.to_csv(data_copy / file, index=False)
     code = run_cli("train", "--exp", "bad", *tiny, f"data.dir={data_copy}")
     err = capsys.readouterr().err
-    assert code == 2 and "empty" in err and "line 4" in err
+    assert code == 2 and f"{file} columns {cols}" in err and "empty or whitespace" in err and "line 4" in err
     assert not (workdir / "outputs" / "bad").exists()
 
 

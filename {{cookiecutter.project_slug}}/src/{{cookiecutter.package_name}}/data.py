@@ -6,6 +6,7 @@ Checks happen here, before any training, and name the file, column and line to f
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,10 @@ def feature_cols(cfg: Config) -> list[str]:
     return [cfg.data.image_col] if cfg.task == "image" else list(cfg.data.text_cols)
 
 
+def require_features(cfg: Config, df: pd.DataFrame, path: Path) -> None:
+    require_columns(df, feature_cols(cfg), path, "data.image_col" if cfg.task == "image" else "data.text_cols")
+
+
 def read_csv(cfg: Config, name: str, dtype: dict | None = None) -> pd.DataFrame:
     path = data_path(cfg, name)
     if not path.is_file():
@@ -32,9 +37,27 @@ def read_csv(cfg: Config, name: str, dtype: dict | None = None) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not a readable CSV: {e}") from None
+    check_header(df, path)
     require_columns(df, [cfg.data.id_col], path, "data.id_col")
     check_unique_ids(df, cfg.data.id_col, path)
     return df
+
+
+def check_header(df: pd.DataFrame, path: Path) -> None:
+    """Extra columns pandas would read silently wrong: a name given twice comes back as 'name.1', and rows
+    with one field more than the header make the first column the index, shifting every name by one."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise DataError(f"{path} names column(s) {twice} more than once in its header; rename or drop the copies")
+        if isinstance(df.index, pd.RangeIndex):
+            return
+        long = [rows.line_num for row in rows if len(row) > len(header)]
+    shown = ", ".join(f"line {n}" for n in long[:5]) + (f" and {len(long) - 5} more" if len(long) > 5 else "")
+    raise DataError(f"{path}: {shown} hold more fields than the header {header} names (a trailing comma?); "
+                    f"remove the extra fields or name the extra column in the header")
 
 
 def require_columns(df: pd.DataFrame, cols: list[str], path: Path, key: str) -> None:
@@ -53,14 +76,19 @@ def check_unique_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
                         f"ids must be unique")
 
 
+def label_dtype(cfg: Config) -> dict:
+    """Classification labels stay text ('01' is not 1, and a NaN must not turn 1 into '1.0')."""
+    return {c: str for c in cfg.data.target_cols} if cfg.problem in CLASSIFICATION else {}
+
+
 def load_train(cfg: Config) -> pd.DataFrame:
-    dtype = {c: str for c in cfg.data.target_cols} if cfg.problem in CLASSIFICATION else {}
+    dtype = label_dtype(cfg)
     if cfg.data.group_col:
         dtype[cfg.data.group_col] = str
     df = read_csv(cfg, cfg.data.train_file, dtype)
     path = data_path(cfg, cfg.data.train_file)
     require_columns(df, list(cfg.data.target_cols), path, "data.target_cols")
-    require_columns(df, feature_cols(cfg), path, "data.image_col" if cfg.task == "image" else "data.text_cols")
+    require_features(cfg, df, path)
     if cfg.data.group_col:
         require_columns(df, [cfg.data.group_col], path, "data.group_col")
         if df[cfg.data.group_col].isna().any():
@@ -70,9 +98,9 @@ def load_train(cfg: Config) -> pd.DataFrame:
 
 
 def load_test(cfg: Config) -> pd.DataFrame:
-    df = read_csv(cfg, cfg.data.test_file)
+    df = read_csv(cfg, cfg.data.test_file, label_dtype(cfg))
     path = data_path(cfg, cfg.data.test_file)
-    require_columns(df, feature_cols(cfg), path, "data.image_col" if cfg.task == "image" else "data.text_cols")
+    require_features(cfg, df, path)
     return df
 
 
@@ -97,7 +125,11 @@ def load_all(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, TargetSpec]:
     from .folds import check_fold_counts
     check_fold_counts(cfg, train, spec)
     test = load_test(cfg)
-    check_sample_ids(cfg, test, load_sample_submission(cfg))
+    spec.check_known_labels(test, cfg.data.id_col, cfg.data.test_file)
+    sample = load_sample_submission(cfg)
+    check_sample_ids(cfg, test, sample)
+    from .submit import sample_layout
+    sample_layout(cfg, spec, sample)  # the columns make submit will fill, known before training
     if cfg.data.check_inputs:
         from .modality import get_modality
         mod = get_modality(cfg)

@@ -59,6 +59,8 @@ def _broken(path: Path) -> str | None:
             im.load()  # a full decode: verify() misses truncated files
     except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
         return f"does not decode ({type(e).__name__})"
+    if not cv2.haveImageReader(str(path)):  # PIL reads formats (TGA, ICO, PCX) that read_image's OpenCV cannot
+        return "is in a format OpenCV cannot read (convert it to PNG or JPEG)"
     return None
 
 
@@ -166,7 +168,8 @@ class Modality:
             shown = "; ".join(f"line {i + 2} (id={df[id_col].iloc[i]}): {paths[i]} {why}" for i, why in bad[:5])
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise DataError(f"{file} column '{col}' points at {len(bad)} unusable image(s): {shown}{more}; "
-                            f"fix or remove them (paths are relative to data.dir)")
+                            f"fix them (a train row may be dropped instead; a test row must stay, the submission "
+                            f"needs its id). Paths are relative to data.dir")
 
     def save_assets(self, out_dir: Path) -> None:
         """timm models are rebuilt by name; nothing else is needed at inference."""

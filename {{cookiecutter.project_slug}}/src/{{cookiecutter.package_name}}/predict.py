@@ -57,6 +57,12 @@ def open_run(exp: str | None, overrides: list[str], stage: str):
     cfg = load(exp, overrides, base=config_file)
     paths = RunPaths(cfg)
     spec = TargetSpec.load(paths.require(paths.labels, "train"))
+    if paths.oof.exists():  # written at training from the same map: an edited or swapped labels.json shows here
+        trained = [c for c in pd.read_csv(paths.oof, nrows=0).columns if c != cfg.data.id_col]
+        if trained != spec.pred_cols:
+            raise DataError(f"{paths.labels} predicts {spec.pred_cols[:10]} but the run was trained for "
+                            f"{trained[:10]} ({paths.oof}); restore the run's own labels.json or re-run "
+                            f"make train EXP={paths.exp}")
     return cfg, paths, spec
 
 
@@ -104,8 +110,15 @@ def view_predictor(cfg, mod, spec: TargetSpec, df: pd.DataFrame, accelerator) ->
 
 def load_model(mod, spec: TargetSpec, checkpoint: Path, accelerator):
     model = mod.build_model(spec.n_outputs, pretrained=False)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    wrong = [k for k, v in state.items() if k in shapes and v.shape != shapes[k]]
+    if wrong:  # e.g. a head for another class count: load_state_dict would only say "size mismatch"
+        k = wrong[-1]
+        raise DataError(f"{checkpoint} does not fit the run's labels.json ({spec.n_outputs} outputs "
+                        f"{spec.pred_cols[:10]}): its {k} has shape {tuple(state[k].shape)}, the model built from "
+                        f"labels.json {tuple(shapes[k])}; the checkpoint or labels.json comes from another run")
+    model.load_state_dict(state)
     return accelerator.prepare(model)
 
 

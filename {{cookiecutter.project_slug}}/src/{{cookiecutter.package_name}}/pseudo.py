@@ -17,7 +17,8 @@ test rows, and the CV would be inflated; it is allowed only with a warning.
 Targets: binary / multiclass hard labels (argmax) on rows whose top probability >= pseudo.threshold, or
 with pseudo.soft=true every row's probabilities as a soft target; multilabel: 0/1 where every column
 is at least threshold-confident, or probabilities; regression: the predicted values (threshold unused).
-pseudo.source names a CSV of unlabelled rows in data.dir (id + input columns) instead of test.csv.
+pseudo.source names a CSV of unlabelled rows in data.dir (id + input columns) instead of test.csv;
+a label column it may carry must hold the base's labels only.
 Each fold's rows and targets are written to outputs/NEW/fold<k>/pseudo_labels.csv.
 Helps when the test set is large compared with train and the base model is good; hurts when its
 errors are systematic (the round confirms them) and when the pseudo rows swamp the real ones (lower
@@ -32,7 +33,7 @@ import pandas as pd
 
 from .cli import DataError, pop_flag, run_stage
 from .config import Config, ConfigError, load, parse_overrides
-from .data import data_path, load_test, load_train
+from .data import data_path, label_dtype, load_test, load_train, read_csv, require_features
 from .modality import get_modality
 from .predict import fold_predictions, open_run
 from .runs import RunPaths, get_logger, write_csv
@@ -69,25 +70,23 @@ def readable(ids: pd.Series, id_col: str, spec: TargetSpec, y: np.ndarray, weigh
     return df
 
 
-def load_source(cfg: Config, train: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows to label: test.csv, or pseudo.source (checked like test.csv, and disjoint from train)."""
+def load_source(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> tuple[pd.DataFrame, str]:
+    """The rows to label: test.csv, or pseudo.source (checked like test.csv, and disjoint from train). A label
+    column either carries must hold training labels only: the pseudo-labels come from that map."""
     if not cfg.pseudo.source:
-        return load_test(cfg), cfg.data.test_file
-    path, id_col = data_path(cfg, cfg.pseudo.source), cfg.data.id_col
-    if not path.exists():
-        raise DataError(f"config key 'pseudo.source': {path} does not exist (the path is relative to data.dir)")
-    df = pd.read_csv(path, dtype={id_col: str})
-    inputs = [cfg.data.image_col] if cfg.task == "image" else list(cfg.data.text_cols)
-    missing = [c for c in [id_col, *inputs] if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {missing}; it needs '{id_col}' and the input columns {inputs}")
-    if df[id_col].duplicated().any():
-        raise DataError(f"{path} repeats ids, e.g. {df[id_col][df[id_col].duplicated()].tolist()[:3]}")
-    shared = sorted(set(df[id_col]) & set(train[id_col]))
-    if shared:
-        raise DataError(f"{path} holds {len(shared)} train ids (e.g. {shared[:3]}); a train row labelled by the "
-                        f"model would leak into other folds' training: drop them from the source")
-    return df, str(path)
+        df, name = load_test(cfg), cfg.data.test_file
+    else:
+        path, id_col = data_path(cfg, cfg.pseudo.source), cfg.data.id_col
+        if not path.exists():
+            raise DataError(f"config key 'pseudo.source': {path} does not exist (the path is relative to data.dir)")
+        df, name = read_csv(cfg, cfg.pseudo.source, label_dtype(cfg)), str(path)
+        require_features(cfg, df, path)
+        shared = sorted(set(df[id_col]) & set(train[id_col]))
+        if shared:
+            raise DataError(f"{path} holds {len(shared)} train ids (e.g. {shared[:3]}); a train row labelled by the "
+                            f"model would leak into other folds' training: drop them from the source")
+    spec.check_known_labels(df, cfg.data.id_col, name)
+    return df, name
 
 
 def base_predictions(base_cfg: Config, base_paths: RunPaths, spec: TargetSpec, source: pd.DataFrame,
@@ -97,6 +96,9 @@ def base_predictions(base_cfg: Config, base_paths: RunPaths, spec: TargetSpec, s
     if from_test:
         def read(path, make: str) -> np.ndarray:
             df = pd.read_csv(base_paths.require(path, make), dtype={id_col: str}).set_index(id_col)
+            if list(df.columns) != spec.pred_cols:
+                raise DataError(f"{path} holds columns {list(df.columns)[:10]}, {base_paths.labels} predicts "
+                                f"{spec.pred_cols[:10]}; re-run make predict EXP={base_paths.exp}")
             if set(df.index) != set(source[id_col]):
                 raise DataError(f"{path} does not hold test.csv's ids; re-run make predict EXP={base_paths.exp}")
             return df.loc[source[id_col], spec.pred_cols].to_numpy()
@@ -131,7 +133,7 @@ def run(base: str | None, overrides: list[str], name: str | None = None) -> dict
                           "set pseudo.soft=false or aug.mixup_alpha=aug.cutmix_alpha=0")
     log = get_logger()
     train = load_train(cfg)
-    source, source_name = load_source(cfg, train)
+    source, source_name = load_source(cfg, train, spec)
     if cfg.data.check_inputs:
         get_modality(cfg, base_paths.backbone).check_inputs(source, source_name)
     id_col = cfg.data.id_col

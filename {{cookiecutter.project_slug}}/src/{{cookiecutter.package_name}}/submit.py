@@ -26,9 +26,36 @@ from .targets import CLASSIFICATION, TargetSpec
 PROBA_METRICS = ("roc_auc", "log_loss")
 
 
+def sample_layout(cfg: Config, spec: TargetSpec, sample: pd.DataFrame) -> tuple[str, str]:
+    """How the sample's columns are filled: (layout, format), layout one of classes | label | multilabel |
+    regression. Refuses columns this experiment cannot fill; data.load_all calls it before training, so a
+    wrong sample stops `make train`, not `make submit` hours later."""
+    cols = [c for c in sample.columns if c != cfg.data.id_col]
+    fmt = cfg.submit.format
+    if spec.problem in CLASSIFICATION and set(cols) == set(spec.classes):
+        return "classes", fmt
+    if spec.problem in CLASSIFICATION and cols == spec.target_cols:
+        if fmt == "auto":
+            fmt = "proba" if spec.problem == "binary" and cfg.metric in PROBA_METRICS else "label"
+        if fmt == "proba" and spec.problem != "binary":
+            raise DataError(f"{data_path(cfg, cfg.data.sample_submission_file)} has one column {cols} but "
+                            f"{len(spec.classes)} classes: probabilities need one column per class; "
+                            f"use submit.format=label")
+        return "label", fmt
+    if spec.problem in ("multilabel", "regression") and set(cols) == set(spec.target_cols):
+        if fmt == "auto":
+            fmt = "proba" if spec.problem == "multilabel" and cfg.metric in PROBA_METRICS else "label"
+        return spec.problem, fmt
+    want = spec.classes if spec.problem in CLASSIFICATION else spec.target_cols
+    raise DataError(f"{data_path(cfg, cfg.data.sample_submission_file)} has columns {cols} besides "
+                    f"'{cfg.data.id_col}'; this experiment predicts {want[:10]} ({spec.problem}). Make the sample's "
+                    f"columns the target column(s){' or the class labels' if spec.problem in CLASSIFICATION else ''}")
+
+
 def build_submission(cfg: Config, spec: TargetSpec, preds: pd.DataFrame, sample: pd.DataFrame) -> pd.DataFrame:
     id_col = cfg.data.id_col
     sample_path = data_path(cfg, cfg.data.sample_submission_file)
+    layout, fmt = sample_layout(cfg, spec, sample)
     cols = [c for c in sample.columns if c != id_col]
     extra = sorted(set(sample[id_col]) - set(preds[id_col]))
     missing = sorted(set(preds[id_col]) - set(sample[id_col]))
@@ -37,25 +64,17 @@ def build_submission(cfg: Config, spec: TargetSpec, preds: pd.DataFrame, sample:
                         f"sample (e.g. {extra[:3]}), {len(missing)} only in the predictions (e.g. {missing[:3]})")
     p = preds.set_index(id_col).loc[sample[id_col]]
     out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
-    fmt = cfg.submit.format
-    if spec.problem in CLASSIFICATION and set(cols) == set(spec.classes):
+    if layout == "classes":
         for c in cols:
             out[c] = p[c].to_numpy()
-    elif spec.problem in CLASSIFICATION and cols == spec.target_cols:
-        if fmt == "auto":
-            fmt = "proba" if spec.problem == "binary" and cfg.metric in PROBA_METRICS else "label"
-        if fmt == "proba" and spec.problem != "binary":
-            raise DataError(f"{sample_path} has one column {cols} but {len(spec.classes)} classes: probabilities "
-                            f"need one column per class; use submit.format=label")
+    elif layout == "label":
         values = p[spec.classes].to_numpy()
         out[cols[0]] = values[:, 1] if fmt == "proba" else spec.labels_from_preds(values)
-    elif spec.problem == "multilabel" and set(cols) == set(spec.target_cols):
-        if fmt == "auto":
-            fmt = "proba" if cfg.metric in PROBA_METRICS else "label"
+    elif layout == "multilabel":
         for c in cols:
             v = p[c].to_numpy()
             out[c] = v if fmt == "proba" else (v >= cfg.submit.threshold).astype(int)
-    elif spec.problem == "regression" and set(cols) == set(spec.target_cols):
+    else:
         for c in cols:
             v = p[c].to_numpy()
             if cfg.metric == "qwk":  # grades: round and keep inside the training range
@@ -63,17 +82,16 @@ def build_submission(cfg: Config, spec: TargetSpec, preds: pd.DataFrame, sample:
                 lo, hi = (spec.low[j], spec.high[j]) if spec.low else (-np.inf, np.inf)
                 v = np.clip(np.rint(v), np.ceil(lo), np.floor(hi)).astype(int)
             out[c] = v
-    else:
-        want = spec.classes if spec.problem in CLASSIFICATION else spec.target_cols
-        raise DataError(f"{sample_path} has columns {cols} besides '{id_col}'; this experiment predicts "
-                        f"{want} ({spec.problem}). Make the sample's columns the target column(s)"
-                        f"{' or the class labels' if spec.problem in CLASSIFICATION else ''}")
     return out
 
 
 def run(exp: str | None, overrides: list[str]) -> pd.DataFrame:
     cfg, paths, spec = open_run(exp, overrides, "submit")
     preds = pd.read_csv(paths.require(paths.test_preds, "predict"), dtype={cfg.data.id_col: str})
+    cols = [c for c in preds.columns if c != cfg.data.id_col]
+    if cols != spec.pred_cols:  # predictions made under another label map would fill the wrong columns
+        raise DataError(f"{paths.test_preds} holds columns {cols[:10]}, {paths.labels} predicts "
+                        f"{spec.pred_cols[:10]}; re-run make predict EXP={paths.exp}")
     sample = load_sample_submission(cfg)
     sub = build_submission(cfg, spec, preds, sample)
     out = RunPaths(cfg).submission

@@ -99,6 +99,20 @@ class TargetSpec:
             out.append(num.to_numpy(dtype=np.float64))
         return np.stack(out, axis=1)
 
+    def check_known_labels(self, df: pd.DataFrame, id_col: str, file: str) -> None:
+        """A file that carries the label column besides train (a labelled test.csv, a pseudo.source) must hold
+        only labels of the training map: the model can output no other, so those rows can never be right.
+        Empty labels pass: many test files keep the column as a blank placeholder."""
+        col = self.target_cols[0]
+        if self.problem not in CLASSIFICATION or col not in df.columns:
+            return
+        labels = df[col].astype(str).str.strip()
+        unknown = df[col].notna() & (labels != "") & ~labels.isin(self.classes)
+        if unknown.any():
+            raise DataError(f"{file} column '{col}' has labels {sorted(set(labels[unknown]))[:5]} outside the training "
+                            f"label map {self.classes[:10]} at {_lines(df, unknown, id_col)}; the model cannot "
+                            f"predict them: check that this is the target column, or drop it from {file}")
+
     def save(self, path: Path) -> None:
         from .runs import write_json
         write_json(path, asdict(self))

@@ -112,8 +112,9 @@ class Modality:
     def check_inputs(self, df: pd.DataFrame, file: str) -> None:
         empty = np.array([not t.strip() for t in self.texts(df)])
         if empty.any():
-            raise DataError(f"{file} columns {self.cfg.data.text_cols} (data.text_cols) are empty at "
-                            f"{_lines(df, empty, self.cfg.data.id_col)}; fill or drop those rows")
+            raise DataError(f"{file} columns {self.cfg.data.text_cols} (data.text_cols) are empty or whitespace at "
+                            f"{_lines(df, empty, self.cfg.data.id_col)}; fill them (a train row may be dropped "
+                            f"instead; a test row must stay, the submission needs its id)")
 
     def save_assets(self, out_dir: Path) -> None:
         self.tokenizer.save_pretrained(out_dir)
