@@ -5,8 +5,8 @@
 At the end of every epoch training writes fold<k>/last.pt atomically (temp file + os.replace, main process
 only): the model, EMA, SWA, optimiser, scheduler and loss-scaler states, the best result so far (its
 validation predictions), the fold's history rows and every RNG state (python, numpy, torch, CUDA and
-the training loader's generator). A finished fold writes fold<k>/done.json and drops last.pt. A resumed
-run skips done folds (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold
+the training loader's generator; every rank's under DDP). A finished fold writes fold<k>/done.json and
+drops last.pt. A resumed run skips done folds (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold
 from its last finished epoch (the partial epoch is redone with the same batches, augmentations and
 dropout) and starts the others fresh. Temp files of a save that was killed are removed and never read.
 
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from accelerate.utils import gather_object
 
 from .config import Config, ConfigError, dump, flatten, read_yaml
 from .runs import RunPaths, atomic_path, write_json
@@ -59,14 +60,21 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
 
 
 def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st: FoldState) -> None:
-    """The end-of-epoch resume point; the previous one stays valid until os.replace swaps this one in."""
+    """The end-of-epoch resume point; the previous one stays valid until os.replace swaps this one in.
+    Called on every process: each rank's RNG states are gathered (text batches of different lengths draw
+    different amounts of dropout noise per rank), then the main process writes."""
+    rngs = [capture_rng(generator)]
+    if accelerator.num_processes > 1:
+        rngs = gather_object(rngs)
+    if not accelerator.is_main_process:
+        return
     state = {"epoch": st.epoch, "best": st.best, "rows": st.rows, "train_loss": st.train_loss,
              "model": fit.raw.state_dict(), "optimizer": fit.optimizer.state_dict(),
              "scheduler": fit.scheduler.state_dict(),
              "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
              "ema": fit.tricks.ema.state_dict() if fit.tricks.ema is not None else None,
              "swa": fit.swa.state_dict() if fit.swa is not None else None,
-             "rng": capture_rng(generator), "world": accelerator.num_processes}
+             "rng": rngs, "world": accelerator.num_processes}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -85,7 +93,7 @@ def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) ->
         accelerator.scaler.load_state_dict(state["scaler"])
     if fit.tricks.ema is not None:
         fit.tricks.ema.load_state_dict(state["ema"])
-    restore_rng(state["rng"], generator)
+    restore_rng(state["rng"][accelerator.process_index], generator)
     return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"])
 
 

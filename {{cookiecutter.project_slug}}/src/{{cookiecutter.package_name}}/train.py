@@ -129,8 +129,7 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
             if swa is None or epoch < cfg.train.epochs:
                 evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, st.train_loss, t0)
             st.epoch, st.best = epoch, None if best is None else vars(best)
-            if accelerator.is_main_process:
-                save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)
+            save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)  # every process: RNG states
     except NonFiniteLoss as e:
         raise TrainingError(f"fold {k} {e}; stopped before that step reached the weights. Lower train.lr, set "
                             f"train.max_grad_norm (e.g. 1.0), use fp32 or bf16 instead of fp16, or check the "
