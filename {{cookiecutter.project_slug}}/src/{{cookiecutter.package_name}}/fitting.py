@@ -17,7 +17,8 @@ import torch
 from accelerate import Accelerator
 
 from .config import Config, ConfigError
-from .loop import Tricks, train_epoch
+from .cli import TrainingError
+from .loop import NonFiniteLoss, Tricks, train_epoch
 from .optim import build_optimizer, build_scheduler, freeze_layers, set_backbone_trainable
 from .targets import TargetSpec
 from .tricks.adversarial import build_adversary
@@ -113,13 +114,19 @@ def prepare_fit(cfg: Config, mod, spec: TargetSpec, accelerator: Accelerator, lo
 
 
 def fit_epoch(cfg: Config, fit: Fit, accelerator: Accelerator, epoch: int, desc: str) -> float:
-    """One epoch of training with the freezing schedule and SWA's epoch-end update; the train loss."""
+    """One epoch of training with the freezing schedule and SWA's epoch-end update; the train loss.
+    desc ("fold 0 epoch 2", "seed 1 epoch 2") also starts the message of a non-finite loss."""
     if cfg.train.freeze_epochs:
         set_backbone_trainable(fit.raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
     in_swa = fit.swa is not None and fit.swa.in_swa(epoch)
-    loss = train_epoch(fit.model, fit.loader, fit.optimizer, fit.scheduler, accelerator, fit.tricks, epoch, fit.raw,
-                       cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0), desc=desc,
-                       progress=cfg.train.progress, max_skipped_steps=cfg.train.max_skipped_steps)
+    try:
+        loss = train_epoch(fit.model, fit.loader, fit.optimizer, fit.scheduler, accelerator, fit.tricks, epoch,
+                           fit.raw, cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
+                           desc=desc, progress=cfg.train.progress, max_skipped_steps=cfg.train.max_skipped_steps)
+    except NonFiniteLoss as e:
+        raise TrainingError(f"{desc} step {e.step}: {e.what}; stopped before that step reached the weights. Lower "
+                            f"train.lr, set train.max_grad_norm (e.g. 1.0), use fp32 or bf16 instead of fp16, or "
+                            f"check the inputs of that batch") from None
     if fit.swa is not None:
         fit.swa.on_epoch_end(fit.raw, epoch)
     return loss

@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
-from .cli import DataError
 from .config import Config, ConfigError, dump, flatten, read_yaml, to_dict
 from .data import load_all
 from .metrics import METRICS
@@ -101,8 +100,6 @@ def run_full_fit(cfg: Config) -> dict:
             final = fit.swa.module
         elif fit.tricks.ema is not None:
             final = fit.tricks.ema.module
-        if not np.isfinite(history[-1]["train_loss"]):
-            raise DataError(f"seed {seed}: the training loss is {history[-1]['train_loss']}; lower train.lr")
         if accelerator.is_main_process:
             with atomic_path(paths.seed_checkpoint(seed)) as tmp:
                 torch.save({"model": accelerator.unwrap_model(final).state_dict(), "epoch": cfg.train.epochs,

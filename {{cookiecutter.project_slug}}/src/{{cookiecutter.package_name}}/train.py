@@ -22,14 +22,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from .cli import DataError, TrainingError, run_stage
+from .cli import DataError, run_stage
 from .config import Config, ConfigError, dump, flatten, load, to_dict
 from .data import data_path, load_all
 # the shared training pieces; importable from here too (predict, pseudo, sanity, pretrain and tests use them)
 from .fitting import (ExtraRows, Fit, build_tricks, configure_determinism, fit_epoch,  # noqa: F401
                       make_accelerator, prepare_fit, training_rows)
 from .folds import load_or_make_folds
-from .loop import NonFiniteLoss, infer
+from .loop import infer
 from .metrics import METRICS, is_better, score
 from .modality import get_modality
 from .records import data_fingerprint, finish_record, note_resume, start_record
@@ -122,18 +122,13 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, spec: Tar
         if accelerator.is_main_process:
             write_csv(paths.history, pd.DataFrame(history))
 
-    try:
-        for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
-            t0 = time.time()
-            st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
-            if swa is None or epoch < cfg.train.epochs:
-                evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, st.train_loss, t0)
-            st.epoch, st.best = epoch, None if best is None else vars(best)
-            save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)  # every process: RNG states
-    except NonFiniteLoss as e:
-        raise TrainingError(f"fold {k} {e}; stopped before that step reached the weights. Lower train.lr, set "
-                            f"train.max_grad_norm (e.g. 1.0), use fp32 or bf16 instead of fp16, or check the "
-                            f"inputs of that batch") from None
+    for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
+        t0 = time.time()
+        st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
+        if swa is None or epoch < cfg.train.epochs:
+            evaluate(tricks.ema.module if tricks.ema is not None else model, epoch, st.train_loss, t0)
+        st.epoch, st.best = epoch, None if best is None else vars(best)
+        save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)  # every process: RNG states
     if swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
         t0 = time.time()
