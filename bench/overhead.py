@@ -63,11 +63,12 @@ def setup(task: str, out: Path, device: str, image_size: int = 64):
 
 def bench_task(task, args, out):
     pkg, base, batch = setup(task, out, args.device, args.image_size)
-    config, train, loop, targets = pkg("config"), pkg("train"), pkg("loop"), pkg("targets")
-    spec = targets.TargetSpec("multiclass", ["target"], classes=["a", "b", "c", "d"])
+    config, fit, loop, labels = pkg("core.config"), pkg("training.fit"), pkg("training.loop"), pkg("core.labels")
+    spec = labels.LabelMap("multiclass", ["target"], classes=["a", "b", "c", "d"])
     common = base + [f"train.precision={args.precision}", f"train.device={args.device}", "train.warmup=0.0"]
-    cfg0 = config.load("x", common, config_dir=Path(pkg("config").__file__).parents[2] / "configs")
-    accelerator = train.make_accelerator(cfg0)
+    configs = Path(config.__file__).parents[3] / "configs"
+    cfg0 = config.load("x", common, config_dir=configs)
+    accelerator = pkg("training.setup").make_accelerator(cfg0)
     torch.manual_seed(0)
     template = pkg("modality").get_modality(cfg0).build_model(4, pretrained=task == "text")
     batches = [batch] * args.steps
@@ -88,15 +89,16 @@ def bench_task(task, args, out):
         return run
 
     def ours(overrides):
-        cfg = config.load("x", common + overrides, config_dir=Path(config.__file__).parents[2] / "configs")
+        cfg = config.load("x", common + overrides, config_dir=configs)
         model = copy.deepcopy(template)
-        tricks = train.build_tricks(cfg, spec, model, batch["target"].cpu().numpy())
-        opt = pkg("optim").build_optimizer(model, cfg)
-        sched = pkg("optim").build_scheduler(opt, cfg, 10**6)
+        tricks = fit.build_tricks(cfg, spec, model, batch["target"].cpu().numpy())
+        opt = pkg("training.optim").build_optimizer(model, cfg)
+        sched = pkg("training.optim").build_scheduler(opt, 10**6, warmup=cfg.train.warmup, schedule=cfg.optim.schedule,
+                                                      min_lr=cfg.train.min_lr)
         accelerator.gradient_accumulation_steps = cfg.train.accum_steps
         raw = model
         model, opt, sched = accelerator.prepare(model, opt, sched)
-        tricks.ema, _ = pkg("tricks.averaging").build_averagers(cfg, raw)
+        tricks.ema, _ = pkg("training.tricks.averaging").build_averagers(cfg, raw)
         return lambda: loop.train_epoch(model, batches, opt, sched, accelerator, tricks, epoch=99, raw_model=raw,
                                         max_grad_norm=cfg.train.max_grad_norm, progress=False)
 

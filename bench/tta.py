@@ -65,8 +65,9 @@ def make(project: Path, target: str, args: list[str]) -> float:
 def package(project: Path) -> dict:
     """The baked project's own modules, imported from its src/."""
     sys.path.insert(0, str(project / "src"))
-    return {m: importlib.import_module(f"{project.name}.{m}")
-            for m in ("config", "loop", "modality", "predict", "targets", "train")}
+    modules = {"config": "core.config", "loop": "training.loop", "modality": "modality", "models": "inference.models",
+               "predict": "inference.predictor", "labels": "core.labels", "setup": "training.setup"}
+    return {k: importlib.import_module(f"{project.name}.{m}") for k, m in modules.items()}
 
 
 def best_of(fns: dict, repeats: int) -> dict:
@@ -114,11 +115,11 @@ def image_part(data: Path, epochs: int, repeats: int, reuse: bool) -> str:
     cfg = pkg["config"].load(EXP, [f"tta.views=[{','.join(TIMED_VIEWS)}]", "train.progress=false"],
                              base=project / "outputs" / EXP / "config.yaml")
     run_dir = project / "outputs" / EXP
-    spec = pkg["targets"].TargetSpec.load(run_dir / "labels.json")
+    spec = pkg["labels"].LabelMap.load(run_dir / "labels.json")
     test_df = pd.read_csv(data / "test.csv", dtype={"id": str})
-    accelerator = pkg["train"].make_accelerator(cfg)
+    accelerator = pkg["setup"].make_accelerator(cfg)
     mod = pkg["modality"].get_modality(cfg, run_dir / "backbone")
-    model = pkg["predict"].load_model(mod, spec, run_dir / "fold0" / "best.pt", accelerator)
+    model = pkg["models"].load_model(mod, spec, run_dir / "fold0" / "best.pt", accelerator)
     predictors = {}
     for batched in (True, False):
         cfg.tta.batched = batched
@@ -152,7 +153,7 @@ def text_part(data: Path, repeats: int, rows: int, max_lens: list[int]) -> str:
     pkg = package(project)
     every = pd.concat([pd.read_csv(data / f, dtype={"id": str}) for f in ("train.csv", "test.csv")], ignore_index=True)
     texts = every.sample(min(rows, len(every)), random_state=0).reset_index(drop=True) if rows else every
-    spec = pkg["targets"].TargetSpec("binary", ["label"], classes=["0", "1"])
+    spec = pkg["labels"].LabelMap("binary", ["label"], classes=["0", "1"])
     base = [f"data.dir={data}", f"model.name={minilm_dir()}", "train.progress=false"]
 
     def modality(*overrides):
@@ -165,7 +166,7 @@ def text_part(data: Path, repeats: int, rows: int, max_lens: list[int]) -> str:
     import torch
     torch.manual_seed(0)
     model = mod0.build_model(2, pretrained=True)
-    accelerator = pkg["train"].make_accelerator(mod0.cfg)
+    accelerator = pkg["setup"].make_accelerator(mod0.cfg)
     model = accelerator.prepare(model)
     bs = mod0.cfg.train.eval_batch_size or 2 * mod0.cfg.train.batch_size
     modes = {"sorted by length, dynamic padding": ["infer.sort_by_length=true", "infer.pad_to_max_len=false"],

@@ -1,4 +1,8 @@
-"""Reject bad answers before anything is generated; each message names the variable and what to fix."""
+"""Reject bad answers before anything is generated; each message names the variable and what to fix.
+
+The `metric` answer is checked by the post-gen hook, against the baked package's own metric table
+(src/<package>/core/metric_table.py): the one list of metrics, their problems and each problem's default.
+"""
 import re
 import sys
 
@@ -17,12 +21,7 @@ ANSWERS = {
     "image_size": "{{ cookiecutter.image_size }}",
     "max_len": "{{ cookiecutter.max_len }}",
 }
-CLS, ML, REG = ("binary", "multiclass"), ("multilabel",), ("regression",)
-# Mirrors metrics.METRICS of the baked package (which does not exist yet when this runs).
-METRIC_PROBLEMS = {
-    "accuracy": CLS + ML, "f1_macro": CLS + ML, "f1": ("binary",), "mcc": CLS, "roc_auc": CLS + ML,
-    "log_loss": CLS + ML, "qwk": CLS + REG, "rmse": REG, "mae": REG, "r2": REG,
-}
+CLS = ("binary", "multiclass")
 
 
 def check(a: dict) -> list:
@@ -36,12 +35,6 @@ def check(a: dict) -> list:
         errors.append(f"task {a['task']!r} must be image or text")
     if a["problem"] not in ("binary", "multiclass", "multilabel", "regression"):
         errors.append(f"problem {a['problem']!r} must be binary, multiclass, multilabel or regression")
-    elif a["metric"] != "auto":
-        if a["metric"] not in METRIC_PROBLEMS:
-            errors.append(f"metric {a['metric']!r} must be auto or one of {', '.join(METRIC_PROBLEMS)}")
-        elif a["problem"] not in METRIC_PROBLEMS[a["metric"]]:
-            ok = [m for m, p in METRIC_PROBLEMS.items() if a["problem"] in p]
-            errors.append(f"metric {a['metric']!r} does not apply to {a['problem']}; choose auto or {', '.join(ok)}")
     if not a["backbone"].strip() or any(c.isspace() for c in a["backbone"]):
         errors.append(f"backbone {a['backbone']!r} must be auto, a model name, or a path without spaces")
     for key, low in (("n_folds", 2), ("image_size", 8), ("max_len", 8)):

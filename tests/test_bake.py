@@ -12,26 +12,36 @@ import yaml
 
 from conftest import COMBOS, ROOT, bake_into, make
 
+SRC = [  # src/<package>/..., the layers and the stages (one module or folder per make target)
+    "__init__", "__main__", "check", "config", "folds", "train", "predict", "submit", "pseudo", "sanity", "leaderboard",
+    "core/__init__", "core/atomic", "core/cli", "core/config", "core/errors", "core/labels", "core/metric_table",
+    "core/metrics", "core/records", "core/rundir", "core/schema",
+    "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
+    "modality/__init__", "modality/tta",
+    "training/__init__", "training/checkpoints", "training/fit", "training/fullfit", "training/kfold",
+    "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking",
+    "training/tricks/__init__", "training/tricks/adversarial", "training/tricks/averaging",
+    "training/tricks/losses", "training/tricks/rdrop",
+    "inference/__init__", "inference/models", "inference/predictor",
+    "ensemble/__init__", "ensemble/__main__", "ensemble/blend", "ensemble/members",
+    "eda/__init__", "eda/__main__", "eda/report", "demo/__init__", "demo/__main__",
+]
 COMMON = {
     ".gitignore", "Makefile", "README.md", "pyproject.toml", "requirements.txt",
-    "configs/default.yaml", "configs/demo.yaml",
-    *[f"src/{{pkg}}/{m}.py" for m in ("__init__", "__main__", "cli", "config", "data", "demo_data", "folds",
-                                       "loop", "metrics", "modality", "optim", "predict", "runs", "submit",
-                                       "targets", "train", "tricks/__init__", "tricks/adversarial",
-                                       "tricks/averaging", "tricks/losses", "tricks/rdrop", "tta", "pseudo",
-                                       "fullfit", "ensemble", "blend",
-                                       "eda", "sanity", "leaderboard", "records", "tracking", "resume", "fitting")],
+    "configs/default.yaml", "configs/demo.yaml", "src/{pkg}/core/baked.json",
+    *[f"src/{{pkg}}/{m}.py" for m in SRC],
     *[f"tests/{t}.py" for t in ("conftest", "helpers", "test_bad_inputs", "test_config", "test_folds",
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume",
-                                "test_nonfinite", "crash_run")],
+                                "test_nonfinite", "crash_run", "test_layers")],
 }
-ONLY = {
-    "image": {"src/{pkg}/image.py", "src/{pkg}/demo_image.py", "src/{pkg}/tricks/mixing.py", "tests/test_image.py",
-              "tests/test_mixing.py", "src/{pkg}/eda_image.py"},
-    "text": {"src/{pkg}/text.py", "src/{pkg}/demo_text.py", "src/{pkg}/pretrain.py", "src/{pkg}/mlm_data.py", "src/{pkg}/eda_text.py",
+ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
+    "image": {"src/{pkg}/modality/image.py", "src/{pkg}/demo/image.py", "src/{pkg}/eda/image.py",
+              "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py"},
+    "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
+             *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
              "tests/test_text.py", "tests/test_pretrain.py"},
 }
 

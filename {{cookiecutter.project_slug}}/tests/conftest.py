@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests build their models locally; never wa
 
 
 def _problem() -> str:
-    return mod("config").load(config_dir=PROJECT / "configs").problem
+    return mod("core.config").load(config_dir=PROJECT / "configs").problem
 
 
 PROBLEM = _problem()
@@ -37,8 +37,8 @@ def _fresh_accelerate_state():
 def demo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     out = root / "data"
-    cfg = mod("config").load("demo", [f"data.dir={out}", *TARGET_OVERRIDE], config_dir=PROJECT / "configs")
-    mod(f"demo_{cfg.task}").write_demo(cfg, rows=600)
+    cfg = mod("core.config").load("demo", [f"data.dir={out}", *TARGET_OVERRIDE], config_dir=PROJECT / "configs")
+    mod(f"demo.{cfg.task}").write_demo(cfg, rows=600)
     return out
 
 
@@ -53,7 +53,7 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny(demo_dir, workdir):
     """Overrides that make the demo experiment tiny, pointed at the session's demo data."""
-    task = mod("config").load("demo").task
+    task = mod("core.config").load("demo").task
     args = [f"data.dir={demo_dir}", *TARGET_OVERRIDE, "train.progress=false"]
     if task == "text":
         args.append(f"model.name={demo_dir / 'tiny_bert'}")

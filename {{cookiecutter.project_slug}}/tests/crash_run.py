@@ -24,10 +24,10 @@ def main() -> None:
         calls["n"] += 1
         return calls["n"] == int(n)
 
-    train, loop = mod("train"), mod("loop")
+    kfold, loop = mod("training.kfold"), mod("training.loop")
     if point == "step":
         (epoch, step), at = map(int, n.split(":")), {"epoch": 0, "step": 0}
-        fit_epoch, loss_of = train.fit_epoch, loop.Tricks.loss_of
+        fit_epoch, loss_of = kfold.fit_epoch, loop.Tricks.loss_of
 
         def counting_fit_epoch(*args, **kwargs):
             at.update(epoch=at["epoch"] + 1, step=0)
@@ -38,15 +38,15 @@ def main() -> None:
             if (at["epoch"], at["step"]) == (epoch, step):
                 os._exit(KILLED)
             return loss_of(self, model, batch)
-        train.fit_epoch, loop.Tricks.loss_of = counting_fit_epoch, dying_loss_of
+        kfold.fit_epoch, loop.Tricks.loss_of = counting_fit_epoch, dying_loss_of
     elif point == "fold":
-        mark_done = train.mark_done
+        mark_done = kfold.mark_done
 
         def dying_mark_done(*args, **kwargs):
             mark_done(*args, **kwargs)
             if hit():
                 os._exit(KILLED)
-        train.mark_done = dying_mark_done
+        kfold.mark_done = dying_mark_done
     elif point == "save":
         import torch
         save = torch.save
@@ -61,7 +61,7 @@ def main() -> None:
         torch.save = dying_save
     else:
         raise SystemExit(f"unknown crash point {point}")
-    train.main(argv)
+    mod("train").main(argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import torch
 
 from helpers import mod
 
-adv = mod("tricks.adversarial")
-config = mod("config")
+adv = mod("training.tricks.adversarial")
+config = mod("core.config")
 
 
 class TextToy(torch.nn.Module):

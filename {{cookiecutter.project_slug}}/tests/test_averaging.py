@@ -4,7 +4,7 @@ import torch
 
 from helpers import mod
 
-avg, config = mod("tricks.averaging"), mod("config")
+avg, config = mod("training.tricks.averaging"), mod("core.config")
 
 
 def _walk(model, n, seed=0):

@@ -30,7 +30,7 @@ def _edit(path, fn):
 
 
 def _feature(tiny):
-    cfg = mod("config").load("demo", tiny)
+    cfg = mod("core.config").load("demo", tiny)
     return cfg.data.image_col if cfg.task == "image" else cfg.data.text_cols[0]
 
 

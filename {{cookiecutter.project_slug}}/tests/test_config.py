@@ -8,7 +8,7 @@ import yaml
 
 from helpers import mod
 
-config = mod("config")
+config = mod("core.config")
 
 
 def test_overrides_are_typed_and_lists_parse(workdir):
@@ -56,6 +56,24 @@ def test_default_yaml_documents_every_schema_key(workdir):
     expected = {k for k in schema if config.TASK_ONLY.get(k, task) == task}
     assert expected - documented == set(), "keys missing from configs/default.yaml"
     assert documented - schema == set()
+
+
+def test_schema_defaults_equal_default_yaml_key_by_key(workdir):
+    """One home per default: a key whose schema default and default.yaml value differ is a bug either way
+    (a saved config.yaml, which lists every key, would disagree with a fresh one)."""
+    documented = config.flatten(config.read_yaml(workdir / "configs" / "default.yaml"))
+    schema = config.flatten(yaml.safe_load(config.dump(config.Config())))  # through YAML, as a run saves it
+    differ = {k: (schema.get(k), v) for k, v in documented.items() if schema.get(k) != v}
+    assert differ == {}, "schema default vs configs/default.yaml"
+
+
+def test_the_default_metric_comes_from_the_metric_table(workdir):
+    table = mod("core.metric_table")
+    cfg = config.Config()
+    baked = mod("core.schema").BAKED
+    want = table.DEFAULT_METRIC[cfg.problem] if baked["metric"] == "auto" else baked["metric"]
+    assert cfg.metric == want == config.read_yaml(workdir / "configs" / "default.yaml")["metric"]
+    assert cfg.problem in table.METRIC_TABLE[cfg.metric][0]
 
 
 def test_a_key_of_the_other_modality_is_rejected(workdir):

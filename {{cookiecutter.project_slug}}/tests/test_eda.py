@@ -7,7 +7,7 @@ import pandas as pd
 
 from helpers import mod, run_cli
 
-config = mod("config")
+config = mod("core.config")
 SECTIONS = ["# Data report", "## Missing values", "## Target", "## Duplicates", "## Train / test shift",
             "Adversarial validation"]
 

@@ -14,8 +14,8 @@ from sklearn.base import clone
 
 from helpers import like_demo, mod, run_cli
 
-config, data, folds_mod, metrics, targets = mod("config"), mod("data"), mod("folds"), mod("metrics"), mod("targets")
-blend = mod("blend")
+config, data, folds_mod, metrics, targets = mod("core.config"), mod("data.files"), mod("data.splits"), mod("core.metrics"), mod("core.labels")
+blend = mod("ensemble.blend")
 
 
 class Comp:
@@ -26,13 +26,13 @@ class Comp:
         self.cfg = config.load("demo", tiny)
         self.id_col, self.metric, self.problem = self.cfg.data.id_col, self.cfg.metric, self.cfg.problem
         self.train = data.load_train(self.cfg)
-        self.spec = targets.TargetSpec.fit(self.problem, self.cfg.data.target_cols, self.train, self.id_col)
-        self.folds = folds_mod.load_or_make_folds(self.cfg, self.train, self.spec)
+        self.label_map = targets.LabelMap.fit(self.problem, self.cfg.data.target_cols, self.train, self.id_col)
+        self.folds = folds_mod.load_or_make_folds(self.cfg, self.train, self.label_map)
         self.fold = self.folds["fold"].to_numpy()
-        self.y = self.spec.encode(self.train, self.id_col)
+        self.y = self.label_map.encode(self.train, self.id_col)
         solution = pd.read_csv(demo_dir / "solution.csv", dtype={self.id_col: str})
         self.test_ids = solution[self.id_col]
-        self.y_test = self.spec.encode(solution, self.id_col, "solution.csv")
+        self.y_test = self.label_map.encode(solution, self.id_col, "solution.csv")
         self.higher = metrics.METRICS[self.metric].greater_is_better
         self.rng = np.random.default_rng(0)
 
@@ -41,14 +41,14 @@ class Comp:
 
     def noisy(self, y, signal, noise):
         """Predictions that know the truth with strength `signal`, blurred by Gaussian noise."""
-        z = self.rng.standard_normal((len(y), self.spec.n_outputs))
+        z = self.rng.standard_normal((len(y), self.label_map.n_outputs))
         if self.problem in ("binary", "multiclass"):
-            logits = signal * np.eye(self.spec.n_outputs)[y] + noise * z
+            logits = signal * np.eye(self.label_map.n_outputs)[y] + noise * z
             e = np.exp(logits - logits.max(1, keepdims=True))
             return e / e.sum(1, keepdims=True)
         if self.problem == "multilabel":
             return 1 / (1 + np.exp(-(signal * (2 * y - 1) + noise * z)))
-        mean, std = np.array(self.spec.mean), np.array(self.spec.std)
+        mean, std = np.array(self.label_map.mean), np.array(self.label_map.std)
         return mean + min(signal / 3, 1) * (y - mean) + noise * std * z
 
     def member(self, name, signal=2.0, noise=1.0, folds=None, folds_run=None, oof=None, test=None):
@@ -61,18 +61,18 @@ class Comp:
         oof[~np.isin(folds["fold"].to_numpy(), folds_run)] = np.nan
         test = self.noisy(self.y_test, signal, noise) if test is None else test
         (run / "config.yaml").write_text(config.dump(dataclasses.replace(self.cfg, exp=name)))
-        self.spec.save(run / "labels.json")
+        self.label_map.save(run / "labels.json")
         folds.to_csv(run / "folds.csv", index=False)
         self.frame(self.train[self.id_col], oof).to_csv(run / "oof_preds.csv", index=False)
         self.frame(self.test_ids, test).to_csv(run / "test_preds.csv", index=False)
         covered = ~np.isnan(oof).any(1)
-        cv = {"metric": self.metric, "cv": self.score(self.y[covered], oof[covered]), "folds_run": folds_run,
+        cv = {"kind": "kfold", "metric": self.metric, "cv": self.score(self.y[covered], oof[covered]), "folds_run": folds_run,
               "n_folds": self.cfg.train.n_folds, "greater_is_better": self.higher}
         (run / "cv.json").write_text(json.dumps(cv))
         return oof, test
 
     def frame(self, ids, preds):
-        df = pd.DataFrame(preds, columns=self.spec.pred_cols)
+        df = pd.DataFrame(preds, columns=self.label_map.pred_cols)
         df.insert(0, self.id_col, ids.to_numpy())
         return df
 
@@ -83,7 +83,7 @@ class Comp:
         return pd.read_csv(Path("outputs") / name / file, dtype={self.id_col: str})
 
     def preds(self, name, file):
-        return self.read(name, file)[self.spec.pred_cols].to_numpy()
+        return self.read(name, file)[self.label_map.pred_cols].to_numpy()
 
     def cv(self, name):
         return json.loads((Path("outputs") / name / "cv.json").read_text())
@@ -109,7 +109,7 @@ def test_weighted_ensemble_writes_an_experiment_that_submits(comp, demo_dir, wor
     assert saved.exp == "ens" and saved.ensemble.members == ["a", "b", "c"] and saved.ensemble.method == "weighted"
 
     oof, test = comp.read("ens", "oof_preds.csv"), comp.read("ens", "test_preds.csv")
-    assert oof.columns.tolist() == test.columns.tolist() == [comp.id_col, *comp.spec.pred_cols]
+    assert oof.columns.tolist() == test.columns.tolist() == [comp.id_col, *comp.label_map.pred_cols]
     assert oof[comp.id_col].tolist() == comp.train[comp.id_col].tolist()
     assert test[comp.id_col].tolist() == comp.test_ids.tolist()
     assert not oof.isna().any().any() and not test.isna().any().any()
@@ -117,14 +117,14 @@ def test_weighted_ensemble_writes_an_experiment_that_submits(comp, demo_dir, wor
 
     cv = comp.cv("ens")
     assert cv["metric"] == comp.metric and cv["method"] == "weighted" and set(cv["members"]) == set(members)
-    assert np.isclose(cv["cv"], comp.score(comp.y, oof[comp.spec.pred_cols].to_numpy()))
+    assert np.isclose(cv["cv"], comp.score(comp.y, oof[comp.label_map.pred_cols].to_numpy()))
     assert len(cv["folds"]) == len(cv["folds_run"]) == comp.cfg.train.n_folds and cv["rows"] == len(comp.train)
     # metric floor: three independent noisy members average to something at least as good as the best one
     best = max(cv["members"].values()) if comp.higher else min(cv["members"].values())
     assert comp.better_or_close(cv["cv"], best), (cv["cv"], cv["members"])
     test_scores = [comp.score(comp.y_test, t) for _, t in members.values()]
     best_test = max(test_scores) if comp.higher else min(test_scores)
-    assert comp.better_or_close(comp.score(comp.y_test, test[comp.spec.pred_cols].to_numpy()), best_test)
+    assert comp.better_or_close(comp.score(comp.y_test, test[comp.label_map.pred_cols].to_numpy()), best_test)
     assert "out-of-fold" in (run / "train.log").read_text()
 
     assert run_cli("submit", "--exp", "ens", *comp.tiny) == 0, capsys.readouterr().err
@@ -202,10 +202,10 @@ def test_members_with_different_rows_or_columns_are_refused(comp, workdir, chang
     elif change == "reorder_oof":
         df = df.iloc[::-1]
     elif change == "rename_column":
-        df = df.rename(columns={comp.spec.pred_cols[0]: "other"})
+        df = df.rename(columns={comp.label_map.pred_cols[0]: "other"})
     else:
-        spec = dataclasses.replace(comp.spec, target_cols=["other"] * len(comp.spec.target_cols))
-        spec.save(b / "labels.json")
+        label_map = dataclasses.replace(comp.label_map, target_cols=["other"] * len(comp.label_map.target_cols))
+        label_map.save(b / "labels.json")
     df.to_csv(file, index=False)
     assert comp.run("ens", ["a", "b"]) == 2
     assert "'b'" in capsys.readouterr().err
@@ -247,7 +247,7 @@ def test_stacking_cv_is_out_of_fold_and_lower_than_an_in_sample_fit(comp, capsys
         capsys.readouterr().err
     cv = comp.cv("ens")
     P = np.stack([members[m][0] for m in names])
-    _, est = blend.meta_estimator(dataclasses.replace(comp.cfg, ensemble=config.EnsembleConfig(
+    _, est = blend.meta_estimator(dataclasses.replace(comp.cfg, ensemble=mod("core.schema").EnsembleConfig(
         method="stack", meta_params=config.parse_overrides([f"p={params}"])["p"])))
 
     def fit_predict(train_rows, rows):
@@ -297,7 +297,7 @@ def test_a_full_fit_member_uses_its_cv_runs_oof_and_its_own_test_predictions(com
     full = workdir / "outputs" / "a_full"
     (full / "oof_preds.csv").unlink()
     (full / "folds.csv").unlink()
-    (full / "cv.json").write_text(json.dumps({"full_fit": True, "cv_source": "a"}))
+    (full / "cv.json").write_text(json.dumps({"kind": "full_fit", "full_fit": True, "cv_source": "a"}))
     b_oof, b_test = comp.member("b", 2.0, 1.5)
     assert comp.run("ens", ["a_full", "b"], "ensemble.method=mean") == 0, capsys.readouterr().err
     assert np.allclose(comp.preds("ens", "oof_preds.csv"), (a_oof + b_oof) / 2, atol=1e-6)
@@ -327,16 +327,17 @@ def test_two_trained_members_ensemble_and_submit(tiny, demo_dir, workdir, capsys
     assert run_cli("submit", "--exp", "ens", *tiny) == 0, capsys.readouterr().err
     cv = json.loads((workdir / "outputs" / "ens" / "cv.json").read_text())
     own = [json.loads((workdir / "outputs" / m / "cv.json").read_text())["cv"] for m in ("m1", "m2")]
+    assert cv["kind"] == "ensemble"
     assert np.allclose(sorted(cv["members"].values()), sorted(own))
     # out-of-fold weights on two tiny members can land a little below the worse member, never far below it,
     # and the ensemble must beat predicting the training mean / class frequencies
     worst = min(own) if cv["greater_is_better"] else max(own)
     assert cv["cv"] >= worst - 0.05 if cv["greater_is_better"] else cv["cv"] <= worst * 1.10
     oof = pd.read_csv(workdir / "outputs" / "ens" / "oof_preds.csv").iloc[:, 1:].to_numpy()
-    spec = mod("targets").TargetSpec.load(workdir / "outputs" / "ens" / "labels.json")
-    y = spec.encode(pd.read_csv(demo_dir / "train.csv", dtype={"id": str}), "id")
+    label_map = mod("core.labels").LabelMap.load(workdir / "outputs" / "ens" / "labels.json")
+    y = label_map.encode(pd.read_csv(demo_dir / "train.csv", dtype={"id": str}), "id")
     constant = np.broadcast_to(oof.mean(0), oof.shape).copy()
-    base = mod("metrics").score(cv["metric"], spec.problem, y, constant)
+    base = mod("core.metrics").score(cv["metric"], label_map.problem, y, constant)
     assert cv["cv"] > base if cv["greater_is_better"] else cv["cv"] < base
     sample = pd.read_csv(demo_dir / "sample_submission.csv")
     assert pd.read_csv(workdir / "submissions" / "ens.csv").columns.tolist() == sample.columns.tolist()

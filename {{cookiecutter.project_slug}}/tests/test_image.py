@@ -7,7 +7,7 @@ from PIL import Image
 
 from helpers import like_demo, mod, run_cli
 
-config, image = mod("config"), mod("image")
+config, image = mod("core.config"), mod("modality.image")
 
 
 def _train_fails(data_dir, tiny, capsys, workdir) -> str:

@@ -8,10 +8,10 @@ import pandas as pd
 
 from helpers import mod, run_cli
 
-config, metrics = mod("config"), mod("metrics")
+config, metrics = mod("core.config"), mod("core.metrics")
 
 
-def fake_run(workdir, exp, cfg, cv, metric=None, **extra):
+def fake_run(workdir, exp, cfg, cv, metric=None, kind="kfold", **extra):
     """An outputs/<exp>/ as train leaves it: the resolved config.yaml and cv.json."""
     cfg.exp = exp
     if metric:
@@ -19,7 +19,7 @@ def fake_run(workdir, exp, cfg, cv, metric=None, **extra):
     run = workdir / "outputs" / exp
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(config.dump(cfg))
-    (run / "cv.json").write_text(json.dumps({"metric": cfg.metric, "cv": cv, "folds_run": [0, 1, 2], "n_folds": 3,
+    (run / "cv.json").write_text(json.dumps({"kind": kind, "metric": cfg.metric, "cv": cv, "folds_run": [0, 1, 2], "n_folds": 3,
                                              "wall_seconds": 12.5, **extra}))
     return run
 
@@ -43,8 +43,8 @@ def test_leaderboard_sorts_each_metric_in_its_direction_and_shows_what_differs(t
     fake_run(workdir, "drop", config.load("demo", [*tiny, "model.drop_rate=0.3", "seed=7"]), 0.40, first)
     fake_run(workdir, "other_a", config.load("demo", tiny), 0.30, second)
     fake_run(workdir, "other_b", config.load("demo", tiny), 0.20, second)
-    fake_run(workdir, "ens", config.load("demo", tiny), 0.55, first, method="weighted")
-    fake_run(workdir, "pl", config.load("demo", [*tiny, "pseudo.base=base"]), 0.45, first)
+    fake_run(workdir, "ens", config.load("demo", tiny), 0.55, first, kind="ensemble", method="weighted")
+    fake_run(workdir, "pl", config.load("demo", [*tiny, "pseudo.base=base"]), 0.45, first, kind="pseudo")
     finished = time.mktime((2001, 6, 15, 12, 0, 0, 0, 0, -1))
     os.utime(workdir / "outputs" / "base" / "cv.json", (finished, finished))
     (workdir / "outputs" / "sanity_demo").mkdir()  # make sanity's folder is no experiment

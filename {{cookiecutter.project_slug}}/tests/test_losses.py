@@ -7,7 +7,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from helpers import mod
 
-config, losses, targets = mod("config"), mod("tricks.losses"), mod("targets")
+config, losses, targets = mod("core.config"), mod("training.tricks.losses"), mod("core.labels")
 ConfigError = config.ConfigError
 
 PROBLEMS = {
@@ -17,10 +17,10 @@ PROBLEMS = {
     "regression": ["problem=regression", "metric=rmse", "data.target_cols=[y]"],
 }
 SPECS = {
-    "binary": targets.TargetSpec("binary", ["y"], classes=["neg", "pos"]),
-    "multiclass": targets.TargetSpec("multiclass", ["y"], classes=["a", "b", "c", "d"]),
-    "multilabel": targets.TargetSpec("multilabel", ["a", "b", "c"]),
-    "regression": targets.TargetSpec("regression", ["y"], mean=[0.0], std=[1.0]),
+    "binary": targets.LabelMap("binary", ["y"], classes=["neg", "pos"]),
+    "multiclass": targets.LabelMap("multiclass", ["y"], classes=["a", "b", "c", "d"]),
+    "multilabel": targets.LabelMap("multilabel", ["a", "b", "c"]),
+    "regression": targets.LabelMap("regression", ["y"], mean=[0.0], std=[1.0]),
 }
 
 

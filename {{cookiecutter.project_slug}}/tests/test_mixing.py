@@ -8,14 +8,14 @@ import torch.nn.functional as F
 
 from helpers import PROJECT, mod
 
-config = mod("config")
+config = mod("core.config")
 if config.load(config_dir=PROJECT / "configs").task != "image":  # the bake removes this file from text projects
     pytest.skip("Mixup / CutMix are image tricks", allow_module_level=True)
 
-mixing, targets = mod("tricks.mixing"), mod("targets")
+mixing, targets = mod("training.tricks.mixing"), mod("core.labels")
 ConfigError = config.ConfigError
 CLS = ["problem=multiclass", "metric=accuracy", "data.target_cols=[y]"]
-SPEC = targets.TargetSpec("multiclass", ["y"], classes=["a", "b", "c", "d"])
+SPEC = targets.LabelMap("multiclass", ["y"], classes=["a", "b", "c", "d"])
 
 
 def seed(s):
@@ -101,11 +101,11 @@ def test_mix_prob_zero_never_mixes_and_alphas_zero_build_nothing(workdir):
 
 @pytest.mark.parametrize("problem,cols,metric", [("multilabel", "[a,b]", "roc_auc"), ("regression", "[y]", "rmse")])
 def test_mixing_a_multilabel_or_regression_problem_names_the_key(workdir, problem, cols, metric):
-    spec = targets.TargetSpec(problem, ["a", "b"] if problem == "multilabel" else ["y"], mean=[0.0], std=[1.0])
+    label_map = targets.LabelMap(problem, ["a", "b"] if problem == "multilabel" else ["y"], mean=[0.0], std=[1.0])
     cfg = config.load("demo", [f"problem={problem}", f"metric={metric}", f"data.target_cols={cols}",
                                "aug.mixup_alpha=0.2"])
     with pytest.raises(ConfigError, match=r"aug\.mixup_alpha"):
-        mixing.build_mixer(cfg, spec)
+        mixing.build_mixer(cfg, label_map)
 
 
 def test_mixing_a_text_project_and_bad_values_name_their_keys(workdir):

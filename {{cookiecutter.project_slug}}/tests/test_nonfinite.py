@@ -12,14 +12,14 @@ import torch
 
 from helpers import PROJECT, like_demo, mod, run_cli
 
-config, loop, train = mod("config"), mod("loop"), mod("train")
+config, loop, kfold, setup = mod("core.config"), mod("training.loop"), mod("training.kfold"), mod("training.setup")
 TASK = config.load(config_dir=PROJECT / "configs").task
 
 
 def _nan_at(monkeypatch, epoch: int, step: int) -> None:
     """The training loss of (epoch, step) becomes NaN (fold 0; steps count from 1 in each epoch)."""
     at = {"epoch": 0, "step": 0}
-    fit_epoch, loss_of = train.fit_epoch, loop.Tricks.loss_of
+    fit_epoch, loss_of = kfold.fit_epoch, loop.Tricks.loss_of
 
     def counting_fit_epoch(cfg, fit, accelerator, e, desc):
         at.update(epoch=e, step=0)
@@ -29,7 +29,7 @@ def _nan_at(monkeypatch, epoch: int, step: int) -> None:
         at["step"] += 1
         loss = loss_of(self, model, batch)
         return loss * float("nan") if (at["epoch"], at["step"]) == (epoch, step) else loss
-    monkeypatch.setattr(train, "fit_epoch", counting_fit_epoch)
+    monkeypatch.setattr(kfold, "fit_epoch", counting_fit_epoch)
     monkeypatch.setattr(loop.Tricks, "loss_of", poisoned)
 
 
@@ -56,12 +56,12 @@ def test_a_nan_loss_stops_training_naming_fold_epoch_and_step(tiny, workdir, mon
 @pytest.mark.parametrize("nan_epoch, best_epoch", [(1, 2), (2, 1)])
 def test_a_nan_metric_is_never_the_best_checkpoint(tiny, workdir, monkeypatch, nan_epoch, best_epoch):
     like_demo("nanmetric")
-    score, calls = train.score, {"n": 0}
+    score, calls = kfold.score, {"n": 0}
 
     def flaky(metric, problem, y, preds):
         calls["n"] += 1
         return math.nan if calls["n"] == nan_epoch else score(metric, problem, y, preds)
-    monkeypatch.setattr(train, "score", flaky)
+    monkeypatch.setattr(kfold, "score", flaky)
     assert run_cli("train", "--exp", "nanmetric", *tiny, "train.folds=[0]", "train.epochs=2") == 0
     run = workdir / "outputs" / "nanmetric"
     assert json.loads((run / "cv.json").read_text())["best_epochs"] == [best_epoch]
@@ -134,15 +134,15 @@ def test_fp16_tolerates_skipped_steps_until_too_many_in_a_row():
 
 def test_deterministic_switch_turns_deterministic_kernels_on_and_off(tiny, workdir):
     try:
-        train.make_accelerator(config.load("demo", [*tiny, "train.deterministic=true"]))
+        setup.make_accelerator(config.load("demo", [*tiny, "train.deterministic=true"]))
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         like_demo("det")
         assert run_cli("train", "--exp", "det", *tiny, "train.deterministic=true", "train.folds=[0]",
                        "train.epochs=1") == 0
-        train.make_accelerator(config.load("demo", tiny))
+        setup.make_accelerator(config.load("demo", tiny))
         assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
     finally:
-        train.configure_determinism(False)
+        setup.configure_determinism(False)
 
 
 @pytest.mark.skipif(TASK != "image", reason="image augmentations")

@@ -4,7 +4,7 @@ import torch
 
 from helpers import mod
 
-config, optim = mod("config"), mod("optim")
+config, optim = mod("core.config"), mod("training.optim")
 
 
 def _model(demo_dir, task):
@@ -69,7 +69,8 @@ def test_warmup_then_decay_to_the_floor(workdir, schedule):
     cfg = config.load("demo", ["train.lr=1.0", "train.min_lr=0.1", "train.warmup=0.2", f"optim.schedule={schedule}"])
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
-    sched = optim.build_scheduler(opt, cfg, total_steps=10)
+    sched = optim.build_scheduler(opt, 10, warmup=cfg.train.warmup, schedule=cfg.optim.schedule,
+                                  min_lr=cfg.train.min_lr)
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -85,3 +86,25 @@ def test_sgd_is_nesterov_with_the_configured_momentum(demo_dir, workdir):
     cfg, model = _model(demo_dir, _task())
     opt = optim.build_optimizer(model, config.load("demo", ["optim.name=sgd", "optim.momentum=0.8"]))
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"]
+
+
+def test_hf_linear_schedule_is_transformers_linear_schedule_step_by_step():
+    from transformers import get_linear_schedule_with_warmup
+    p = torch.nn.Parameter(torch.zeros(1))
+    ours_opt, theirs_opt = torch.optim.SGD([p], lr=0.5), torch.optim.SGD([p], lr=0.5)
+    ours = optim.build_scheduler(ours_opt, 17, warmup=0.2, schedule="hf_linear")
+    theirs = get_linear_schedule_with_warmup(theirs_opt, int(0.2 * 17), 17)
+    for _ in range(17):
+        assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]  # bit for bit
+        ours.step()
+        theirs.step()
+
+
+def test_constant_schedule_keeps_the_lr_exactly():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=3e-4)
+    sched = optim.build_scheduler(opt, 10, warmup=0.5, schedule="constant")
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0]["lr"] == 3e-4

@@ -7,7 +7,7 @@ import yaml
 
 from helpers import like_demo, mod, run_cli
 
-config, metrics, targets = mod("config"), mod("metrics"), mod("targets")
+config, metrics, targets = mod("core.config"), mod("core.metrics"), mod("core.labels")
 
 
 def floor_ok(metric: str, problem: str, y: np.ndarray, preds: np.ndarray, constant: np.ndarray) -> tuple:
@@ -26,21 +26,21 @@ def test_folds_train_predict_submit_end_to_end(tiny, demo_dir, workdir, capsys):
     cfg = config.load("demo", tiny)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved == config.to_dict(cfg)
-    spec = targets.TargetSpec.load(run / "labels.json")
+    label_map = targets.LabelMap.load(run / "labels.json")
     id_col = cfg.data.id_col
 
     train = pd.read_csv(demo_dir / "train.csv", dtype={id_col: str})
     oof = pd.read_csv(run / "oof_preds.csv", dtype={id_col: str})
-    assert oof.columns.tolist() == [id_col, *spec.pred_cols]
+    assert oof.columns.tolist() == [id_col, *label_map.pred_cols]
     assert oof[id_col].tolist() == train[id_col].tolist()
     assert not oof.isna().any().any()
     if cfg.problem in ("binary", "multiclass"):
-        assert np.allclose(oof[spec.pred_cols].sum(1), 1.0, atol=1e-4)
+        assert np.allclose(oof[label_map.pred_cols].sum(1), 1.0, atol=1e-4)
 
     cv = json.loads((run / "cv.json").read_text())
-    assert cv["metric"] == cfg.metric and len(cv["folds"]) == cfg.train.n_folds
-    y = spec.encode(train, id_col)
-    assert np.isclose(cv["cv"], metrics.score(cfg.metric, cfg.problem, y, oof[spec.pred_cols].to_numpy()))
+    assert cv["metric"] == cfg.metric and len(cv["folds"]) == cfg.train.n_folds and cv["kind"] == "kfold"
+    y = label_map.encode(train, id_col)
+    assert np.isclose(cv["cv"], metrics.score(cfg.metric, cfg.problem, y, oof[label_map.pred_cols].to_numpy()))
     history = pd.read_csv(run / "history.csv")
     assert len(history) == cfg.train.n_folds * cfg.train.epochs
     for k in range(cfg.train.n_folds):
@@ -59,15 +59,15 @@ def test_folds_train_predict_submit_end_to_end(tiny, demo_dir, workdir, capsys):
     assert sub[id_col].tolist() == sample[id_col].tolist()
 
     solution = pd.read_csv(demo_dir / "solution.csv", dtype={id_col: str})
-    y_test = spec.encode(solution, id_col, "solution.csv")
-    constant = oof[spec.pred_cols].to_numpy().mean(0)
-    s, base, ok = floor_ok(cfg.metric, cfg.problem, y_test, test_preds[spec.pred_cols].to_numpy(), constant)
+    y_test = label_map.encode(solution, id_col, "solution.csv")
+    constant = oof[label_map.pred_cols].to_numpy().mean(0)
+    s, base, ok = floor_ok(cfg.metric, cfg.problem, y_test, test_preds[label_map.pred_cols].to_numpy(), constant)
     assert ok, f"test {cfg.metric} {s:.4f} vs constant-prediction {base:.4f}"
-    if cfg.problem in ("binary", "multiclass") and sub.columns[1] == spec.target_cols[0]:
-        allowed = set(spec.classes) if cfg.submit.format != "proba" and cfg.metric not in ("roc_auc", "log_loss") \
+    if cfg.problem in ("binary", "multiclass") and sub.columns[1] == label_map.target_cols[0]:
+        allowed = set(label_map.classes) if cfg.submit.format != "proba" and cfg.metric not in ("roc_auc", "log_loss") \
             else None
         if allowed:
-            assert set(sub[spec.target_cols[0]].astype(str)) <= allowed
+            assert set(sub[label_map.target_cols[0]].astype(str)) <= allowed
 
 
 def test_a_finished_experiment_is_not_overwritten_silently(tiny, workdir, capsys):

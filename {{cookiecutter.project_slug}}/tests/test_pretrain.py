@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 from helpers import mod, run_cli
 
-config, pretrain, text = mod("config"), mod("pretrain"), mod("text")
+config, pretrain, corpus, text = mod("core.config"), mod("pretrain"), mod("pretrain.corpus"), mod("modality.text")
 # 3 short epochs at a high lr: enough for the tiny model's held-out perplexity to fall, in about a second
 FAST = ["pretrain.max_len=32", "pretrain.batch_size=16", "pretrain.lr=3e-3", "pretrain.epochs=3",
         "pretrain.valid_fraction=0.1"]
@@ -69,20 +69,20 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(pt, workdir, monke
     args = [*pt, "pretrain.epochs=2"]
     assert run_cli("pretrain", "--exp", "whole", *args) == 0, capsys.readouterr().err
     saves = []
-    real_save = pretrain.save_state
+    real_save = pretrain.Pretraining.checkpoint
 
-    def save_then_die(*a, **k):  # killed mid-epoch, right after the third checkpoint
-        real_save(*a, **k)
+    def save_then_die(self):  # killed mid-epoch, right after the third checkpoint
+        real_save(self)
         saves.append(1)
         if len(saves) == 3:
             raise Interrupted
 
     monkeypatch.setattr(pretrain, "SAVE_MINUTES", 0)  # a checkpoint after every step
-    monkeypatch.setattr(pretrain, "save_state", save_then_die)
+    monkeypatch.setattr(pretrain.Pretraining, "checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         run_cli("pretrain", "--exp", "cut", *args)
     assert not (workdir / "outputs" / "cut" / "model").exists()
-    monkeypatch.setattr(pretrain, "save_state", real_save)
+    monkeypatch.setattr(pretrain.Pretraining, "checkpoint", real_save)
     assert run_cli("pretrain", "--exp", "cut", *args) == 2  # forgot RESUME=1: told, not wiped
     assert "RESUME=1" in capsys.readouterr().err
     assert run_cli("pretrain", "--exp", "cut", "--resume", *args) == 0, capsys.readouterr().err
@@ -163,8 +163,8 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(demo_dir, workdir
                                "pretrain.mlm_probability=0.5", f"pretrain.group_texts={str(group_texts).lower()}"])
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
     texts = ["zebraquartzlantern marblevioline great song", "the wonderfulsuperbness of pizzarecipes"] * 8
-    examples = pretrain.make_examples(tokenizer, texts, cfg.pretrain)
-    batch = pretrain.Masker(tokenizer, cfg.pretrain, seed=0)(examples, 0)
+    examples = corpus.make_examples(tokenizer, texts, cfg.pretrain)
+    batch = corpus.Masker(tokenizer, cfg.pretrain, seed=0)(examples, 0)
     masked_words = 0
     for ex, labels in zip(examples, batch["labels"]):
         words: dict = {}
@@ -198,3 +198,20 @@ def test_a_random_mlm_head_is_warned_about_and_still_trains(pt, demo_dir, tmp_pa
     log = (workdir / "outputs" / "pt" / "train.log").read_text()
     assert "starts random" in log and ("DeBERTa-v3" in log) == kind.startswith("deberta")
     assert record(workdir)["notes"] and record(workdir)["steps"] == 2
+
+
+def test_pretraining_runs_through_make_trains_loop_optimiser_and_schedule(pt, workdir, monkeypatch, capsys):
+    """One trainer: the masked-LM steps run in training.loop.train_epoch with training.optim's parameter
+    groups (no weight decay on biases and norms) and its hf_linear schedule."""
+    fit = mod("training.fit")
+    real, seen = fit.train_epoch, []
+
+    def spy(model, loader, optimizer, scheduler, *args, **kwargs):
+        seen.append((optimizer, scheduler, len(loader)))
+        return real(model, loader, optimizer, scheduler, *args, **kwargs)
+    monkeypatch.setattr(fit, "train_epoch", spy)
+    assert run_cli("pretrain", "--exp", "pt", *pt) == 0, capsys.readouterr().err
+    assert len(seen) == 3 == record(workdir)["epochs"]  # one call per epoch
+    optimizer, scheduler, _ = seen[0]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0)  # transformers' linear schedule ends at 0

@@ -9,7 +9,7 @@ import yaml
 
 from helpers import like_demo, mod, run_cli
 
-config, targets, train_mod = mod("config"), mod("targets"), mod("train")
+config, targets, kfold, fit = mod("core.config"), mod("core.labels"), mod("training.kfold"), mod("training.fit")
 
 
 def _base(tiny, name="base", *extra):
@@ -20,12 +20,12 @@ def _base(tiny, name="base", *extra):
 
 def _capture_extra(monkeypatch) -> dict:
     """Record the pseudo rows that fit_fold receives for each fold (what training really sees)."""
-    seen, real = {}, train_mod.fit_fold
+    seen, real = {}, kfold.fit_fold
 
     def spy(cfg, k, *args, extra=None, **kw):
         seen[k] = extra
         return real(cfg, k, *args, extra=extra, **kw)
-    monkeypatch.setattr(train_mod, "fit_fold", spy)
+    monkeypatch.setattr(kfold, "fit_fold", spy)
     return seen
 
 
@@ -34,20 +34,20 @@ def test_fold_k_learns_only_from_base_fold_k_predictions(tiny, workdir, monkeypa
     seen = _capture_extra(monkeypatch)
     assert run_cli("pseudo", "--exp", "base", "pseudo.soft=true", "pseudo.weight=0.5") == 0, capsys.readouterr().err
     cfg = config.load("base", tiny)
-    spec = targets.TargetSpec.load("outputs/base/labels.json")
+    label_map = targets.LabelMap.load("outputs/base/labels.json")
     id_col = cfg.data.id_col
     test = pd.read_csv(f"{cfg.data.dir}/test.csv", dtype={id_col: str})
-    mean = pd.read_csv("outputs/base/test_preds.csv", dtype={id_col: str})[spec.pred_cols].to_numpy()
+    mean = pd.read_csv("outputs/base/test_preds.csv", dtype={id_col: str})[label_map.pred_cols].to_numpy()
     assert sorted(seen) == list(range(cfg.train.n_folds))
     for k, extra in seen.items():
         own = pd.read_csv(f"outputs/base/fold{k}/test_preds.csv", dtype={id_col: str})
-        expected = own[spec.pred_cols].to_numpy()
-        if spec.problem == "regression":
-            expected = (expected - np.array(spec.mean)) / np.array(spec.std)
+        expected = own[label_map.pred_cols].to_numpy()
+        if label_map.problem == "regression":
+            expected = (expected - np.array(label_map.mean)) / np.array(label_map.std)
         assert extra.df[id_col].tolist() == test[id_col].tolist()
         assert np.allclose(extra.y, expected, atol=1e-6), f"fold {k} was fed other predictions than its own"
-        assert not np.allclose(expected, mean if spec.problem != "regression" else
-                               (mean - np.array(spec.mean)) / np.array(spec.std), atol=1e-6)
+        assert not np.allclose(expected, mean if label_map.problem != "regression" else
+                               (mean - np.array(label_map.mean)) / np.array(label_map.std), atol=1e-6)
         assert extra.weight == 0.5
         written = pd.read_csv(f"outputs/base_pseudo/fold{k}/pseudo_labels.csv", dtype={id_col: str})
         assert written[id_col].tolist() == test[id_col].tolist() and (written["weight"] == 0.5).all()
@@ -56,6 +56,7 @@ def test_fold_k_learns_only_from_base_fold_k_predictions(tiny, workdir, monkeypa
     base_cv = json.loads(open("outputs/base/cv.json").read())
     new_cv = json.loads(open("outputs/base_pseudo/cv.json").read())
     assert new_cv["folds_run"] == base_cv["folds_run"] and new_cv["metric"] == base_cv["metric"]
+    assert (base_cv["kind"], new_cv["kind"]) == ("kfold", "pseudo")
     train = pd.read_csv(f"{cfg.data.dir}/train.csv", dtype={id_col: str})
     oof = pd.read_csv("outputs/base_pseudo/oof_preds.csv", dtype={id_col: str})
     assert oof[id_col].tolist() == train[id_col].tolist() and not oof.isna().any().any()
@@ -71,14 +72,14 @@ def test_fold_k_learns_only_from_base_fold_k_predictions(tiny, workdir, monkeypa
 def test_hard_labels_keep_confident_rows_and_rounds_chain(tiny, workdir, monkeypatch, capsys):
     _base(tiny, "b2", "train.folds=[0]")
     seen = _capture_extra(monkeypatch)
-    spec = targets.TargetSpec.load("outputs/b2/labels.json")
-    own = pd.read_csv("outputs/b2/fold0/test_preds.csv")[spec.pred_cols].to_numpy()
-    thr = float(np.quantile(own.max(1), 0.5)) if spec.problem in ("binary", "multiclass") else 0.5
+    label_map = targets.LabelMap.load("outputs/b2/labels.json")
+    own = pd.read_csv("outputs/b2/fold0/test_preds.csv")[label_map.pred_cols].to_numpy()
+    thr = float(np.quantile(own.max(1), 0.5)) if label_map.problem in ("binary", "multiclass") else 0.5
     assert run_cli("pseudo", "--exp", "b2", "--name", "r1", f"pseudo.threshold={thr}") == 0, capsys.readouterr().err
     keep, y = mod("pseudo").pseudo_targets(config.load("x", [f"pseudo.threshold={thr}"],
-                                                       base=workdir / "outputs/b2/config.yaml"), spec, own)
+                                                       base=workdir / "outputs/b2/config.yaml"), label_map, own)
     assert np.array_equal(seen[0].y, y) and len(seen[0].df) == keep.sum()
-    if spec.problem in ("binary", "multiclass"):
+    if label_map.problem in ("binary", "multiclass"):
         assert 0 < keep.sum() < len(own) and np.array_equal(y, own[keep].argmax(1))
     # a second round starts from the first round's own fold predictions
     assert run_cli("pseudo", "--exp", "r1", f"pseudo.threshold={thr}") == 0, capsys.readouterr().err
@@ -87,7 +88,7 @@ def test_hard_labels_keep_confident_rows_and_rounds_chain(tiny, workdir, monkeyp
 
 def test_pseudo_refuses_before_training(tiny, workdir, capsys):
     _base(tiny, "b3", "train.folds=[0]")
-    if targets.TargetSpec.load("outputs/b3/labels.json").problem != "regression":  # it ignores the threshold
+    if targets.LabelMap.load("outputs/b3/labels.json").problem != "regression":  # it ignores the threshold
         assert run_cli("pseudo", "--exp", "b3", "pseudo.threshold=1.0") == 2
         assert "pseudo.threshold" in capsys.readouterr().err and not (workdir / "outputs/b3_pseudo").exists()
     assert run_cli("pseudo", "--exp", "b3", "--name", "b3") == 2
@@ -97,11 +98,11 @@ def test_pseudo_refuses_before_training(tiny, workdir, capsys):
 
 def test_pseudo_labels_outside_the_base_label_map_are_refused(tiny, workdir, data_copy, capsys):
     _base(tiny, "b4", "train.folds=[0]")
-    spec = targets.TargetSpec.load("outputs/b4/labels.json")
-    if spec.problem in ("binary", "multiclass"):  # a labelled pseudo.source must hold the base's labels only
+    label_map = targets.LabelMap.load("outputs/b4/labels.json")
+    if label_map.problem in ("binary", "multiclass"):  # a labelled pseudo.source must hold the base's labels only
         src = pd.read_csv(data_copy / "test.csv", dtype=str)
         src["id"] = "src_" + src["id"]
-        src[spec.target_cols[0]] = [spec.classes[0], "never_seen"] + [""] * (len(src) - 2)
+        src[label_map.target_cols[0]] = [label_map.classes[0], "never_seen"] + [""] * (len(src) - 2)
         src.to_csv(data_copy / "source.csv", index=False)
         assert run_cli("pseudo", "--exp", "b4", f"data.dir={data_copy}", "pseudo.source=source.csv") == 2
         err = capsys.readouterr().err
@@ -116,9 +117,9 @@ def test_pseudo_labels_outside_the_base_label_map_are_refused(tiny, workdir, dat
 def test_training_rows_add_pseudo_rows_to_the_training_part_only():
     df = pd.DataFrame({"id": list("abcdef")})
     y = np.array([0, 1, 0, 1, 0, 1])
-    extra = train_mod.ExtraRows(pd.DataFrame({"id": ["t1", "t2"]}), np.array([[0.2, 0.8], [0.6, 0.4]], np.float32), 0.3)
+    extra = fit.PseudoRows(pd.DataFrame({"id": ["t1", "t2"]}), np.array([[0.2, 0.8], [0.6, 0.4]], np.float32), 0.3)
     tr = np.array([0, 1, 2, 3])
-    rows, fit_y, w = train_mod.training_rows(df, y, tr, extra, smoothing=0.1)
+    rows, fit_y, w = fit.training_rows(df, y, tr, extra, smoothing=0.1)
     assert rows["id"].tolist() == ["a", "b", "c", "d", "t1", "t2"]  # e, f (validation) never appear
     assert np.allclose(fit_y[:4], [[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.05, 0.95]])
     assert np.allclose(fit_y[4:], extra.y) and np.allclose(w, [1, 1, 1, 1, 0.3, 0.3])
@@ -126,8 +127,8 @@ def test_training_rows_add_pseudo_rows_to_the_training_part_only():
 
 def test_sample_weight_scales_each_row_loss():
     cfg = config.load("demo")
-    spec = targets.TargetSpec("multiclass", ["t"], classes=["a", "b", "c"])
-    loss = mod("tricks.losses").build_loss(cfg, spec, np.array([0, 1, 2]))
+    label_map = targets.LabelMap("multiclass", ["t"], classes=["a", "b", "c"])
+    loss = mod("training.tricks.losses").build_loss(cfg, label_map, np.array([0, 1, 2]))
     logits, target = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
     per_row = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     w = torch.tensor([1.0, 0.5, 0.0, 2.0])
@@ -144,7 +145,7 @@ def test_full_fit_trains_every_row_for_the_cv_epochs_over_seeds(tiny, workdir, c
                    "train.seeds=[3,4]") == 0, capsys.readouterr().err
     run = workdir / "outputs" / "ff_full"
     cv = json.loads((run / "cv.json").read_text())
-    assert cv["full_fit"] and cv["cv_source"] == "ff" and cv["seeds"] == [3, 4]
+    assert cv["kind"] == "full_fit" and cv["cv_source"] == "ff" and cv["seeds"] == [3, 4]
     assert cv["epochs"] == max(1, int(round(float(np.median(best)))))
     history = pd.read_csv(run / "history.csv")
     assert len(history) == 2 * cv["epochs"] and sorted(history["seed"].unique()) == [3, 4]

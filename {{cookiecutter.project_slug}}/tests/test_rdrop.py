@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from helpers import mod
 
-rdrop = mod("tricks.rdrop")
+rdrop = mod("training.tricks.rdrop")
 
 
 def test_double_keeps_the_keys_and_doubles_every_tensor():

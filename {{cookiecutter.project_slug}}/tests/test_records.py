@@ -15,7 +15,7 @@ import pytest
 
 from helpers import mod
 
-config, records, runs = mod("config"), mod("records"), mod("runs")
+config, records, runs, atomic = mod("core.config"), mod("core.records"), mod("core.rundir"), mod("core.atomic")
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
@@ -102,17 +102,21 @@ def test_finish_record_adds_end_time_wall_seconds_status_and_extras(paths):
     assert datetime.fromisoformat(saved["resumes"][0]["time"]).tzinfo is not None
 
 
-def test_packages_hold_the_installed_versions(paths, monkeypatch):
+def test_packages_hold_every_installed_distribution_as_pip_freeze_would(paths):
+    from importlib import metadata
+
+    import pytest as pytest_module
     import torch
     import yaml
-    monkeypatch.setattr(records, "PACKAGES", (*records.PACKAGES, "no-such-package-here"))
     record = records.start_record(paths, argv=[])
     local = lambda v: v.split("+")[0]  # noqa: E731  (2.x.y+cu130: the wheel's local tag)
     assert local(record["packages"]["torch"]) == local(torch.__version__)
     assert record["packages"]["pyyaml"] == yaml.__version__
+    assert record["packages"]["pytest"] == pytest_module.__version__  # not one the run imports: all are listed
+    installed = {d.metadata["Name"].lower().replace("_", "-") for d in metadata.distributions() if d.metadata["Name"]}
+    assert set(record["packages"]) == installed and list(record["packages"]) == sorted(installed)
     assert record["hardware"]["torch"] == torch.__version__
     assert record["hardware"]["cuda_available"] == torch.cuda.is_available()
-    assert "no-such-package-here" not in record["packages"]  # not installed: left out, not an error
 
 
 def test_data_fingerprint_is_the_sha256_of_the_file_bytes(paths, workdir):
@@ -130,7 +134,7 @@ def test_records_are_written_atomically(paths, monkeypatch):
 
     def killed(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(runs.os, "replace", killed)  # the run dies between writing and renaming
+    monkeypatch.setattr(atomic.os, "replace", killed)  # the run dies between writing and renaming
     with pytest.raises(KeyboardInterrupt):
         records.finish_record(paths, status="finished")
     assert paths.run_record.read_text() == before

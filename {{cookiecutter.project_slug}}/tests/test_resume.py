@@ -16,7 +16,7 @@ import pytest
 from conftest import TARGET_OVERRIDE
 from helpers import PROJECT, like_demo, mod, run_cli
 
-config, resume, runs = mod("config"), mod("resume"), mod("runs")
+config, resume, runs, atomic = mod("core.config"), mod("training.checkpoints"), mod("core.rundir"), mod("core.atomic")
 TASK = config.load(config_dir=PROJECT / "configs").task
 KILLED = 137
 
@@ -143,10 +143,10 @@ def _saved_run(workdir: Path, overrides: list[str]):
     cfg = config.load("demo", overrides)
     paths = runs.RunPaths(cfg)
     paths.dir.mkdir(parents=True)
-    runs.write_text(paths.config, config.dump(cfg))
+    atomic.write_text(paths.config, config.dump(cfg))
     folds = pd.DataFrame({"id": [str(i) for i in range(6)], "fold": [0, 1, 0, 1, 0, 1]})
-    runs.write_csv(paths.folds, folds)
-    runs.write_json(paths.run_record, {"data": {"data/train.csv": "abc"}})
+    atomic.write_csv(paths.folds, folds)
+    atomic.write_json(paths.run_record, {"data": {"data/train.csv": "abc"}})
     return cfg, paths, folds
 
 
@@ -180,6 +180,6 @@ def test_resume_without_a_run_or_of_a_finished_run_says_so(tiny, workdir, capsys
     assert run_cli("train", "--exp", "nothing", "--resume", *tiny) == 2
     assert "no run to resume" in capsys.readouterr().err
     cfg, paths, folds = _saved_run(workdir, [])
-    runs.write_json(paths.cv, {"cv": 1.0})
+    atomic.write_json(paths.cv, {"cv": 1.0})
     with pytest.raises(config.ConfigError, match="finished"):
         resume.check_resumable(cfg, paths, folds, {})

@@ -70,3 +70,20 @@ def test_sanity_catches_a_model_that_ignores_eval_mode(tiny, workdir, capsys, mo
 def test_sanity_keys_are_range_checked(tiny, workdir, capsys):
     assert run_cli("sanity", "--exp", "demo", *tiny, "sanity.max_final_loss_ratio=1.5") == 2
     assert "sanity.max_final_loss_ratio" in capsys.readouterr().err
+
+
+def test_sanity_trains_through_make_trains_own_loop(tiny, workdir, monkeypatch):
+    """One trainer: the overfit steps run in training.loop.train_epoch (via training.fit), with the project's
+    optimiser groups and a constant schedule, not in a loop of sanity's own."""
+    fit = mod("training.fit")
+    real, calls = fit.train_epoch, []
+
+    def spy(model, loader, optimizer, scheduler, *args, **kwargs):
+        calls.append((type(scheduler).__name__, kwargs["max_steps"]))
+        return real(model, loader, optimizer, scheduler, *args, **kwargs)
+    monkeypatch.setattr(fit, "train_epoch", spy)
+    # 5 steps need not pass the overfit check (exit 1); they must run through the loop
+    assert run_cli("sanity", "--exp", "demo", *tiny, "sanity.steps=5", "sanity.samples=0", "sanity.lr=1e-3") in (0, 1)
+    assert calls and calls[0][1] == 5  # the first epoch may take every step the check asks for
+    result = read_result(workdir)
+    assert result["steps"] == 5 and result["lr"] == 1e-3

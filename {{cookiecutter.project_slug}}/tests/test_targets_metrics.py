@@ -7,51 +7,51 @@ from sklearn import metrics as skm
 
 from helpers import mod
 
-targets, metrics = mod("targets"), mod("metrics")
-DataError = mod("cli").DataError
+targets, metrics = mod("core.labels"), mod("core.metrics")
+DataError = mod("core.errors").DataError
 
 
 def test_string_labels_map_to_indices_and_back():
     df = pd.DataFrame({"id": ["a", "b", "c", "d"], "y": ["cat", "dog", "cat", "bird"]})
-    spec = targets.TargetSpec.fit("multiclass", ["y"], df, "id")
-    assert spec.classes == ["bird", "cat", "dog"]
-    idx = spec.encode(df, "id")
+    label_map = targets.LabelMap.fit("multiclass", ["y"], df, "id")
+    assert label_map.classes == ["bird", "cat", "dog"]
+    idx = label_map.encode(df, "id")
     assert idx.tolist() == [1, 2, 1, 0]
-    assert spec.labels_from_preds(np.eye(3)[idx]) == df["y"].tolist()
+    assert label_map.labels_from_preds(np.eye(3)[idx]) == df["y"].tolist()
 
 
 def test_integer_labels_keep_their_text_and_sort_numerically():
     df = pd.DataFrame({"id": list("abcd"), "y": ["10", "2", "1", "2"]})
-    spec = targets.TargetSpec.fit("multiclass", ["y"], df, "id")
-    assert spec.classes == ["1", "2", "10"]
+    label_map = targets.LabelMap.fit("multiclass", ["y"], df, "id")
+    assert label_map.classes == ["1", "2", "10"]
 
 
 def test_binary_needs_exactly_two_labels():
     df = pd.DataFrame({"id": list("abc"), "y": ["x", "y", "z"]})
     with pytest.raises(DataError, match="exactly 2"):
-        targets.TargetSpec.fit("binary", ["y"], df, "id")
+        targets.LabelMap.fit("binary", ["y"], df, "id")
 
 
 def test_label_outside_the_training_map_is_named():
-    spec = targets.TargetSpec.fit("binary", ["y"], pd.DataFrame({"id": list("ab"), "y": ["0", "1"]}), "id")
+    label_map = targets.LabelMap.fit("binary", ["y"], pd.DataFrame({"id": list("ab"), "y": ["0", "1"]}), "id")
     with pytest.raises(DataError, match=r"outside the training label map.*id=c"):
-        spec.encode(pd.DataFrame({"id": ["c"], "y": ["2"]}), "id", "pseudo.csv")
+        label_map.encode(pd.DataFrame({"id": ["c"], "y": ["2"]}), "id", "pseudo.csv")
 
 
 def test_regression_targets_are_standardised_for_training_and_restored_exactly():
     df = pd.DataFrame({"id": list("abcd"), "y": [1.0, 2.0, 3.0, 10.0], "z": [0.0, 0.0, 1.0, 1.0]})
-    spec = targets.TargetSpec.fit("regression", ["y", "z"], df, "id")
-    scaled = spec.encode(df, "id", scaled=True)
+    label_map = targets.LabelMap.fit("regression", ["y", "z"], df, "id")
+    scaled = label_map.encode(df, "id", scaled=True)
     assert np.allclose(scaled.mean(0), 0, atol=1e-6) and np.allclose(scaled.std(0), 1, atol=1e-6)
-    restored = spec.activate(torch.tensor(scaled)).numpy()
+    restored = label_map.activate(torch.tensor(scaled)).numpy()
     assert np.allclose(restored, df[["y", "z"]].to_numpy(), atol=1e-5)
 
 
 def test_label_map_round_trips_through_json(tmp_path):
     df = pd.DataFrame({"id": list("abc"), "y": ["b", "a", "b"]})
-    spec = targets.TargetSpec.fit("multiclass", ["y"], df, "id")
-    spec.save(tmp_path / "labels.json")
-    assert targets.TargetSpec.load(tmp_path / "labels.json") == spec
+    label_map = targets.LabelMap.fit("multiclass", ["y"], df, "id")
+    label_map.save(tmp_path / "labels.json")
+    assert targets.LabelMap.load(tmp_path / "labels.json") == label_map
 
 
 def test_roc_auc_on_binary_scores_the_second_class_column():

@@ -8,7 +8,7 @@ import torch
 
 from helpers import mod, run_cli
 
-config, text = mod("config"), mod("text")
+config, text = mod("core.config"), mod("modality.text")
 
 
 @pytest.mark.parametrize("file, value", [("train.csv", "   "), ("test.csv", "")])

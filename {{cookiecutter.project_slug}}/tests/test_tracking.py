@@ -9,7 +9,7 @@ import pytest
 
 from helpers import mod
 
-config, runs, tracking = mod("config"), mod("runs"), mod("tracking")
+config, runs, tracking = mod("core.config"), mod("core.rundir"), mod("training.tracking")
 ConfigError = config.ConfigError
 EPOCH = {"fold0/score": 0.5, "fold0/valid_loss": float("nan"), "fold0/train_loss": 1, "epoch": "swa"}
 

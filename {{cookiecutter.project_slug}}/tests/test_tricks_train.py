@@ -11,7 +11,7 @@ from helpers import like_demo, mod, run_cli
 
 from conftest import PROBLEM
 
-config = mod("config")
+config = mod("core.config")
 CLASSIFICATION = PROBLEM in ("binary", "multiclass")
 
 
@@ -69,7 +69,7 @@ def test_validation_and_checkpoint_use_the_ema_weights(tiny, workdir):
     _train("ema", tiny, "ema.enabled=true", "ema.decay=0.99999999", "ema.warmup=false", "train.lr=0.01")
     cfg = config.load("demo", tiny)
     set_seed(cfg.seed + 0)  # the seed fit_fold uses before building fold 0's model
-    init = mod("modality").get_modality(cfg).build_model(mod("targets").TargetSpec.load(
+    init = mod("modality").get_modality(cfg).build_model(mod("core.labels").LabelMap.load(
         "outputs/ema/labels.json").n_outputs, cfg.model.pretrained).state_dict()
     saved = torch.load("outputs/ema/fold0/best.pt", weights_only=True)["model"]
     for name, value in init.items():

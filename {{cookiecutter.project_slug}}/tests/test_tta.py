@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from conftest import TARGET_OVERRIDE
 from helpers import PROJECT, mod, run_cli
 
-config, loop, metrics, targets, tta = mod("config"), mod("loop"), mod("metrics"), mod("targets"), mod("tta")
+config, loop, metrics, targets, tta = mod("core.config"), mod("training.loop"), mod("core.metrics"), mod("core.labels"), mod("modality.tta")
 TASK = config.load(config_dir=PROJECT / "configs").task
 PROBLEM = config.load(config_dir=PROJECT / "configs").problem
 image_only = pytest.mark.skipif(TASK != "image", reason="image views")
@@ -63,10 +63,10 @@ def test_gmean_is_the_renormalised_geometric_mean_of_probabilities():
 
 
 def test_views_are_averaged_as_probabilities_not_logits():
-    spec = targets.TargetSpec("binary", ["y"], classes=["0", "1"])
+    label_map = targets.LabelMap("binary", ["y"], classes=["0", "1"])
     two_views = lambda model, batch: torch.tensor([[[0.0, 0.0], [10.0, 0.0]]])  # noqa: E731 - (B=1, V=2, C=2)
     preds, _ = loop.infer(torch.nn.Identity(), [{"x": torch.zeros(1)}], Accelerator(cpu=True),
-                          spec, progress=False, views=two_views)
+                          label_map, progress=False, views=two_views)
     expected = (torch.tensor([0.0, 0.0]).softmax(0) + torch.tensor([10.0, 0.0]).softmax(0)) / 2
     assert np.allclose(preds[0], expected.numpy(), atol=1e-6)
     assert not np.allclose(preds[0], torch.tensor([5.0, 0.0]).softmax(0).numpy(), atol=1e-3)
@@ -94,11 +94,11 @@ def test_tta_oof_keeps_the_training_oof_and_cv(run_dir, demo_dir, capsys):
     assert cv["cv_no_tta"] == old_cv["cv"] and cv["folds_no_tta"] == old_cv["folds"]
     assert cv["tta"] == {"views": views, "reduce": "mean"} and cv["folds_run"] == old_cv["folds_run"]
     saved = config.load("demo", base=run_dir / "config.yaml")
-    spec = targets.TargetSpec.load(run_dir / "labels.json")
+    label_map = targets.LabelMap.load(run_dir / "labels.json")
     train = pd.read_csv(demo_dir / "train.csv", dtype={saved.data.id_col: str})
     oof = read_preds(run_dir / "oof_preds.csv")
     ran = ~np.isnan(oof).any(1)
-    y = spec.encode(train, saved.data.id_col)
+    y = label_map.encode(train, saved.data.id_col)
     assert np.isclose(cv["cv"], metrics.score(saved.metric, saved.problem, y[ran], oof[ran]))
     record = json.loads((run_dir / "predict.json").read_text())
     assert record["views"] == views and record["tta_oof"] is True
@@ -123,7 +123,7 @@ def test_gmean_of_regression_values_is_refused(run_dir, capsys):
 
 # ---- image views -------------------------------------------------------------------------------------
 def _image_setup(demo_dir, rows=8):
-    image = mod("image")
+    image = mod("modality.image")
     cfg = config.load("demo", [f"data.dir={demo_dir}"])
     m = image.Modality(cfg)
     torch.manual_seed(0)
@@ -172,7 +172,7 @@ def test_batched_views_equal_one_pass_per_view(run_dir, capsys):
 # ---- text views and length sorting -------------------------------------------------------------------
 def _text_modality(demo_dir, *overrides):
     cfg = config.load("demo", [f"model.name={demo_dir / 'tiny_bert'}", *overrides])
-    return cfg, mod("text").Modality(cfg)
+    return cfg, mod("modality.text").Modality(cfg)
 
 
 def _one_text(cfg, text: str) -> pd.DataFrame:
@@ -209,7 +209,7 @@ def test_a_text_that_fits_has_one_encoding_for_every_view(demo_dir, workdir):
 @text_only
 @pytest.mark.parametrize("views", [["identity"], ["identity", "tail", "head_tail"]])
 def test_length_sorted_predictions_come_back_in_row_order(demo_dir, workdir, views):
-    spec = targets.TargetSpec("binary", ["y"], classes=["0", "1"])
+    label_map = targets.LabelMap("binary", ["y"], classes=["0", "1"])
     test = pd.read_csv(demo_dir / "test.csv", dtype=str)
     torch.manual_seed(0)
     model = _text_modality(demo_dir)[1].build_model(2, pretrained=True).eval()
@@ -222,7 +222,7 @@ def test_length_sorted_predictions_come_back_in_row_order(demo_dir, workdir, vie
         if sort:
             assert list(loader.dataset.rows) != sorted(loader.dataset.rows)  # the rows really were permuted
         assert all(n == 12 for n in lengths) if pad else max(lengths) <= 12
-        out[sort, pad] = loop.infer(model, loader, Accelerator(cpu=True), spec, progress=False)[0]
+        out[sort, pad] = loop.infer(model, loader, Accelerator(cpu=True), label_map, progress=False)[0]
         assert out[sort, pad].shape == (len(test), 2)
     assert np.allclose(out[True, False], out[False, False], atol=1e-5)
     assert np.allclose(out[True, True], out[False, False], atol=1e-5)

@@ -1,114 +1,29 @@
-"""K-fold assignment, written once per data set and shared by every experiment on it.
+"""make folds: the k-fold assignment of this data set, written once and shared by every experiment on it.
 
-    python -m <package>.folds [--exp NAME] [key=value ...]      # make train runs this itself if needed
+    make folds EXP=exp001            # python -m <package> folds --exp exp001; make train does it when needed
 
-Strategy: grouped when data.group_col is set (StratifiedGroupKFold for classification, GroupKFold
-otherwise); multilabel-stratified for multilabel; stratified on quantile bins of the first target
-for regression; stratified for classification. Rows are sorted by id before splitting, so the same
-ids get the same folds whatever the row order of train.csv. The seed is data.fold_seed, not `seed`,
-so seed-averaged experiments still share folds.
+The strategy (grouped, multilabel-stratified, stratified on quantile bins for regression) and the file
+name: data/splits.py.
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
-
-from .cli import DataError, run_stage
-from .config import Config, load
-from .runs import write_csv
-from .targets import CLASSIFICATION, TargetSpec
+from .core.cli import run_stage
+from .core.config import load
+from .core.labels import LabelMap
+from .data.files import load_train
+from .data.splits import folds_file, load_or_make_folds
 
 
-def folds_file(cfg: Config) -> Path:
-    """One file per data set and split recipe: the stratification target and groups are in the name."""
-    name = Path(cfg.data.dir).resolve().name or "data"
-    recipe = f"{cfg.data.train_file}|{cfg.problem}|{','.join(cfg.data.target_cols)}|{cfg.data.group_col}"
-    tag = hashlib.sha1(recipe.encode()).hexdigest()[:6]
-    stem = Path(cfg.data.train_file).stem  # a nested or absolute train_file must not leak into the path
-    return Path(cfg.paths.folds) / f"{name}_{stem}_k{cfg.train.n_folds}_s{cfg.data.fold_seed}_{tag}.csv"
-
-
-def check_fold_counts(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> None:
-    """Every class (classification) needs at least train.n_folds members to appear in every fold."""
-    k = cfg.train.n_folds
-    if spec.problem in CLASSIFICATION:
-        counts = np.bincount(spec.encode(train, cfg.data.id_col, cfg.data.train_file), minlength=spec.n_outputs)
-        small = [(spec.classes[i], int(c)) for i, c in enumerate(counts) if c < k]
-        if small:
-            raise DataError(f"{cfg.data.train_file} column '{spec.target_cols[0]}': class(es) {small} have fewer "
-                            f"members than train.n_folds={k}; lower train.n_folds or merge rare classes")
-    if len(train) < k:
-        raise DataError(f"{cfg.data.train_file} has {len(train)} rows, fewer than train.n_folds={k}")
-
-
-def make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
-    id_col, k, seed = cfg.data.id_col, cfg.train.n_folds, cfg.data.fold_seed
-    check_fold_counts(cfg, train, spec)
-    order = np.argsort(train[id_col].to_numpy(), kind="stable")
-    df = train.iloc[order].reset_index(drop=True)
-    y = spec.encode(df, id_col, cfg.data.train_file)
-    x = np.zeros(len(df))
-    groups = df[cfg.data.group_col].to_numpy() if cfg.data.group_col else None
-    if groups is not None and len(set(groups)) < k:
-        raise DataError(f"data.group_col '{cfg.data.group_col}' has {len(set(groups))} groups, fewer than "
-                        f"train.n_folds={k}")
-    if groups is not None:
-        if spec.problem in CLASSIFICATION:
-            splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)
-        else:
-            splits = GroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)
-    elif spec.problem in CLASSIFICATION:
-        splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y)
-    elif spec.problem == "multilabel":
-        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-        splits = MultilabelStratifiedKFold(k, shuffle=True, random_state=seed).split(x, y)
-    else:
-        n_bins = int(min(10, max(2, len(df) // (k * 2))))
-        bins = pd.qcut(y[:, 0], q=n_bins, labels=False, duplicates="drop")
-        if np.bincount(bins).min() < k:
-            splits = KFold(k, shuffle=True, random_state=seed).split(x)
-        else:
-            splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, bins)
-    fold = np.full(len(df), -1, dtype=int)
-    for i, (_, val) in enumerate(splits):
-        fold[val] = i
-    out = pd.DataFrame({id_col: df[id_col], "fold": fold})
-    order = {v: i for i, v in enumerate(train[id_col])}
-    return out.iloc[np.argsort(out[id_col].map(order).to_numpy())].reset_index(drop=True)
-
-
-def load_or_make_folds(cfg: Config, train: pd.DataFrame, spec: TargetSpec) -> pd.DataFrame:
-    """The folds for this data set in train.csv row order; made and saved on first use."""
-    path = folds_file(cfg)
-    id_col = cfg.data.id_col
-    if path.exists():
-        folds = pd.read_csv(path, dtype={id_col: str})
-        if set(folds[id_col]) != set(train[id_col]) or len(folds) != len(train):
-            raise DataError(f"{path} was made for a different {cfg.data.train_file} (ids differ); "
-                            f"delete it to make new folds, or point paths.folds elsewhere")
-        if sorted(folds["fold"].unique()) != list(range(cfg.train.n_folds)):
-            raise DataError(f"{path} does not hold folds 0..{cfg.train.n_folds - 1}; delete it to remake")
-        return train[[id_col]].merge(folds, on=id_col, how="left")
-    folds = make_folds(cfg, train, spec)
-    write_csv(path, folds)
-    return folds
-
-
-def _main(exp, overrides):
-    from .data import load_train
+def run(exp: str | None, overrides: list[str]) -> None:
     cfg = load(exp, overrides)
     train = load_train(cfg)
-    spec = TargetSpec.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
-    folds = load_or_make_folds(cfg, train, spec)
+    label_map = LabelMap.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
+    folds = load_or_make_folds(cfg, train, label_map)
     print(f"{folds_file(cfg)}: {len(folds)} rows, fold sizes {folds['fold'].value_counts().sort_index().tolist()}")
 
 
 def main(argv=None):
-    run_stage(_main, argv)
+    run_stage(run, argv)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .cli import pop_flag, run_stage
-from .config import CONFIG_DIR, ConfigError, flatten, load, parse_overrides, read_yaml, to_dict
-from .metrics import METRICS
-from .runs import leaderboard_csv, write_csv
+from .core.atomic import write_csv
+from .core.cli import run_stage
+from .core.config import CONFIG_DIR, flatten, load, parse_overrides, read_yaml, to_dict
+from .core.errors import ConfigError
+from .core.metrics import METRICS
+from .core.rundir import leaderboard_csv, outputs_root
 
 IGNORED = {"exp", "overwrite", "train.progress"}  # differ between runs by design, say nothing about the model
 MAX_DIFFS = 8                                     # keys shown per row in the printed table (the CSV has all)
@@ -37,15 +38,10 @@ MAX_DIFFS = 8                                     # keys shown per row in the pr
 def outputs_dir(overrides: list[str]) -> Path:
     """paths.outputs from the command line or configs/default.yaml, without resolving an experiment:
     the leaderboard also works in a folder holding only outputs/ (a notebook, a copied results folder)."""
-    given = parse_overrides(overrides)
-    extra = sorted(set(flatten(given)) - {"paths.outputs"})
+    extra = sorted(set(flatten(parse_overrides(overrides))) - {"paths.outputs"})
     if extra:
         raise ConfigError(f"leaderboard takes only paths.outputs=<dir> (and --base EXP), not {extra}")
-    outputs = given.get("paths", {}).get("outputs")
-    default = CONFIG_DIR / "default.yaml"
-    if outputs is None and default.exists():
-        outputs = read_yaml(default).get("paths", {}).get("outputs")
-    return Path(outputs or "outputs")
+    return outputs_root(overrides)
 
 
 def read_run(folder: Path) -> dict | None:
@@ -61,19 +57,16 @@ def read_run(folder: Path) -> dict | None:
         cv = json.loads(cv_file.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{cv_file} is not valid JSON ({e}); delete it or re-run that experiment") from None
-    if "method" in cv:
-        kind = "ensemble"
-    elif cv.get("full_fit"):
+    kind = cv.get("kind", "?")  # "?": a run written before cv.json said its kind
+    if kind == "full_fit":
         kind = f"full_fit of {cv.get('cv_source', '?')}"
-    elif config.get("pseudo.base"):
-        kind = f"pseudo from {config['pseudo.base']}"
-    else:
-        kind = "kfold"
+    elif kind == "pseudo":
+        kind = f"pseudo from {config.get('pseudo.base', '?')}"
     # a finish time recorded by the stage wins over the file's mtime (copied folders get new mtimes)
     finished = cv.get("finished") or cv.get("end_time")
     date = str(finished) if finished else time.strftime("%Y-%m-%d %H:%M", time.localtime(cv_file.stat().st_mtime))
     folds_run, n_folds = cv.get("folds_run", []), cv.get("n_folds", "?")
-    folds = f"seeds {len(cv.get('seeds', []))}" if cv.get("full_fit") else f"{len(folds_run)}/{n_folds}"
+    folds = f"seeds {len(cv.get('seeds', []))}" if cv.get("kind") == "full_fit" else f"{len(folds_run)}/{n_folds}"
     metric = str(cv.get("metric", config.get("metric", "?")))
     greater = METRICS[metric].greater_is_better if metric in METRICS else bool(cv.get("greater_is_better", True))
     return {"exp": folder.name, "cv": float(cv.get("cv", math.nan)), "metric": metric, "greater": greater,
@@ -120,7 +113,7 @@ def markdown(rows: list[dict], base_name: str) -> str:
     return "\n".join(lines)
 
 
-def run(base: str | None, overrides: list[str]) -> pd.DataFrame | None:
+def run(exp: str | None, overrides: list[str], base: str | None = None) -> pd.DataFrame | None:
     outputs = outputs_dir(overrides)
     scored, unscored = collect(outputs)
     if not scored and not unscored:
@@ -152,9 +145,7 @@ def run(base: str | None, overrides: list[str]) -> pd.DataFrame | None:
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    base, argv = pop_flag(argv, "--base")
-    run_stage(lambda exp, overrides: run(base, overrides), argv)
+    run_stage(run, argv, options=("--base",))
 
 
 if __name__ == "__main__":

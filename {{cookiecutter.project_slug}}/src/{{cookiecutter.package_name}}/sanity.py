@@ -8,7 +8,8 @@ Resolves EXP's config like make train (configs/default.yaml < configs/<exp>.yaml
 checks, in seconds on the demo data:
 
 1. Overfit: sanity.rows training rows (stratified for classification), sanity.steps optimiser steps at a
-   constant sanity.lr (0 = train.lr), with the project's model, loss (loss.*) and Accelerate, and every
+   constant sanity.lr (0 = train.lr), through make train's own loop (training.fit / training.loop: the
+   same model, loss (loss.*), optimiser groups, accelerator and clipping), with every
    regulariser off: no augmentation, Mixup / CutMix, dropout, weight decay, label smoothing, EMA, SWA,
    adversarial training or R-Drop. A working pipeline drives the training loss to near zero; if the final
    loss (mean of the last 5 steps) is above sanity.max_final_loss_ratio x the first step's, the labels, the
@@ -16,7 +17,7 @@ checks, in seconds on the demo data:
 2. What the model sees: image projects save augmented.png, a grid of training images after the real
    aug.train transforms (and Mixup / CutMix), de-normalised, titled with their labels; text projects save
    samples.txt, the tokenised training inputs decoded back (special tokens kept, truncated at data.max_len).
-3. Eval mode: the project's validation pass (loop.infer) on the same rows twice, starting each from
+3. Eval mode: the project's validation pass (training.loop.infer) on the same rows twice, starting each from
    train mode, must give identical predictions (dropout off at validation); and if the model has dropout,
    two forward passes in train mode must differ (dropout does act in training).
 
@@ -35,16 +36,19 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
-from .cli import run_stage
-from .config import Config, load
-from .data import load_train
-from .loop import infer
+from .core.atomic import write_json, write_text, write_with
+from .core.cli import run_stage
+from .core.config import load
+from .core.errors import TrainingError
+from .core.labels import CLASSIFICATION, LabelMap
+from .core.rundir import RunPaths
+from .core.schema import Config
+from .data.files import load_train
 from .modality import get_modality
-from .optim import build_optimizer, freeze_layers
-from .runs import RunPaths, write_json, write_text, write_with
-from .targets import CLASSIFICATION, TargetSpec
-from .fitting import make_accelerator
-from .tricks.losses import build_loss
+from .training.fit import fit_epoch, prepare_fit
+from .training.loop import infer
+from .training.plots import save_step_plot
+from .training.setup import make_accelerator
 
 LAST = 5             # final loss = mean of the last LAST steps (one batch can be lucky)
 ABS_FLOOR = 0.01     # a final loss this small passes even when the first one was already small
@@ -54,6 +58,7 @@ def sanity_config(cfg: Config) -> Config:
     """cfg with every regulariser off and one constant lr: nothing may stop the model from memorising."""
     s = copy.deepcopy(cfg)
     s.train.lr = cfg.sanity.lr or cfg.train.lr
+    s.optim.schedule, s.train.warmup, s.swa.lr = "constant", 0.0, 0.0
     s.train.weight_decay, s.model.drop_rate, s.loss.label_smoothing = 0.0, 0.0, 0.0
     s.optim.head_lr, s.optim.llrd = 0.0, 1.0
     s.train.accum_steps, s.train.freeze_epochs, s.train.num_workers = 1, 0, 0
@@ -75,41 +80,39 @@ def has_dropout(cfg: Config, model: torch.nn.Module) -> bool:
     return cfg.model.drop_rate > 0 or any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
-def overfit(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.ndarray, accelerator) -> list[float]:
+def overfit(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: np.ndarray, accelerator) -> list[float]:
+    """Every training loss of sanity.steps optimiser steps on df (cfg: sanity_config's, nothing regularises)."""
     set_seed(cfg.seed)
-    model = mod.build_model(spec.n_outputs, cfg.model.pretrained)
+    model = mod.build_model(label_map.n_outputs, cfg.model.pretrained)
     for m in model.modules():  # backbone dropout (e.g. a transformer's hidden_dropout_prob) off as well
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    freeze_layers(model, cfg.train.freeze_layers)
-    loss_fn = build_loss(cfg, spec, y)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = mod.loader(df, y, True, min(cfg.train.batch_size, len(df)), generator=gen)
-    model, optimizer, loader = accelerator.prepare(model, build_optimizer(model, cfg), loader)
-    model.train()
+    fit = prepare_fit(cfg, mod, label_map, accelerator, loader, y, model=model)
     losses: list[float] = []
+    epoch = 0
     while len(losses) < cfg.sanity.steps:
-        for batch in loader:
-            loss = loss_fn(model(batch), batch["target"])
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            if not np.isfinite(losses[-1]) or len(losses) >= cfg.sanity.steps:
-                return losses
+        epoch += 1
+        try:
+            fit_epoch(cfg, fit, accelerator, epoch, f"sanity epoch {epoch}", max_steps=cfg.sanity.steps - len(losses),
+                      on_batch=lambda loss, stepped: losses.append(float(loss)))
+        except TrainingError:  # a NaN / inf loss: recorded as such, and the overfit check fails on it
+            losses.append(float("nan"))
+            break
     return losses
 
 
-def mode_checks(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.ndarray, accelerator) -> dict:
+def mode_checks(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: np.ndarray, accelerator) -> dict:
     """A fresh model with the experiment's own dropout, through the validation code path."""
     set_seed(cfg.seed)
-    model = mod.build_model(spec.n_outputs, pretrained=False)  # same layers and dropout; no weights to load
+    model = mod.build_model(label_map.n_outputs, pretrained=False)  # same layers and dropout; no weights to load
     dropout = has_dropout(cfg, model)
     model, loader = accelerator.prepare(model, mod.loader(df, y, False, len(df)))
     runs = []
     for _ in range(2):
         model.train()  # as after a training epoch: infer() itself must switch to eval mode
-        runs.append(infer(model, loader, accelerator, spec, progress=False)[0])
+        runs.append(infer(model, loader, accelerator, label_map, progress=False)[0])
     batch = next(iter(loader))
     model.train()
     with torch.no_grad():
@@ -118,29 +121,29 @@ def mode_checks(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.ndar
             "train_mode_stochastic": train_differs}
 
 
-def caption(spec: TargetSpec, target: torch.Tensor) -> str:
+def caption(label_map: LabelMap, target: torch.Tensor) -> str:
     t = target.float().cpu().numpy()
-    if spec.problem in CLASSIFICATION:
+    if label_map.problem in CLASSIFICATION:
         if t.ndim == 0:
-            return spec.classes[int(t)]
+            return label_map.classes[int(t)]
         top = np.argsort(-t)[:2]  # Mixup / CutMix: a distribution over classes
-        return "+".join(f"{spec.classes[i]} {t[i]:.2f}" for i in top if t[i] > 0.01)
-    if spec.problem == "multilabel":
-        return ",".join(c for c, v in zip(spec.target_cols, t) if v > 0.5) or "(none)"
-    return ",".join(f"{v * s + m:.3g}" for v, s, m in zip(np.atleast_1d(t), spec.std, spec.mean))
+        return "+".join(f"{label_map.classes[i]} {t[i]:.2f}" for i in top if t[i] > 0.01)
+    if label_map.problem == "multilabel":
+        return ",".join(c for c, v in zip(label_map.target_cols, t) if v > 0.5) or "(none)"
+    return ",".join(f"{v * s + m:.3g}" for v, s, m in zip(np.atleast_1d(t), label_map.std, label_map.mean))
 
 
-def save_augmented(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.ndarray, path) -> None:
+def save_augmented(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: np.ndarray, path) -> None:
     """The experiment's real training transforms (and Mixup / CutMix) on the first sanity.samples rows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .tricks.mixing import build_mixer  # image projects only: this branch never runs in a text project
+    from .training.tricks.mixing import build_mixer  # image projects only: this branch never runs in a text project
     n = min(cfg.sanity.samples, len(df))
     gen = torch.Generator().manual_seed(cfg.seed)
     batch = next(iter(mod.loader(df.iloc[:n], y[:n], True, n, generator=gen)))
-    mixer = build_mixer(cfg, spec)
+    mixer = build_mixer(cfg, label_map)
     if mixer is not None and n > 1:
         batch = mixer(batch)
     mean, std = torch.tensor(mod.mean).view(3, 1, 1), torch.tensor(mod.std).view(3, 1, 1)
@@ -157,7 +160,7 @@ def save_augmented(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.n
     ax.imshow(sheet)
     for k in range(n):
         r, c = divmod(k, cols)
-        ax.text(c * dx, r * dy + dy - side - 1, caption(spec, batch["target"][k])[:24], fontsize=7, va="bottom")
+        ax.text(c * dx, r * dy + dy - side - 1, caption(label_map, batch["target"][k])[:24], fontsize=7, va="bottom")
     ax.axis("off")
     ax.set_title(f"aug.train as trained (+ Mixup / CutMix if on), {side}x{side}", fontsize=8, pad=12)
     fig.tight_layout()
@@ -165,7 +168,7 @@ def save_augmented(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.n
     plt.close(fig)
 
 
-def save_text_samples(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: np.ndarray, path) -> None:
+def save_text_samples(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: np.ndarray, path) -> None:
     n = min(cfg.sanity.samples, len(df))
     part = df.iloc[:n]
     encoded = mod.encode(part)  # what the training loader feeds: truncated at data.max_len, special tokens added
@@ -175,25 +178,32 @@ def save_text_samples(cfg: Config, mod, spec: TargetSpec, df: pd.DataFrame, y: n
     for k in range(n):
         ids = encoded[k]["input_ids"]
         decoded, pieces = mod.tokenizer.decode(ids), " ".join(mod.tokenizer.convert_ids_to_tokens(ids))
-        lines += [f"[{k}] id={part[cfg.data.id_col].iloc[k]}  label={caption(spec, torch.as_tensor(y[k]))}  "
+        lines += [f"[{k}] id={part[cfg.data.id_col].iloc[k]}  label={caption(label_map, torch.as_tensor(y[k]))}  "
                   f"tokens={len(ids)}" + (f" (truncated from {len(full[k])})" if len(full[k]) > len(ids) else ""),
                   f"decoded: {decoded}", *([f"tokens:  {pieces}"] if pieces != decoded else []), ""]
     write_text(path, "\n".join(lines))
 
 
-def save_loss_plot(losses: list[float], path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(range(1, len(losses) + 1), losses)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
+def failed_checks(cfg: Config, scfg: Config, losses: list[float], rows: int, overfit_ok: bool,
+                  modes: dict) -> list[str]:
+    """One sentence per failed check, saying what to look at."""
+    initial, final = losses[0], float(np.mean(losses[-LAST:]))
+    limit = cfg.sanity.max_final_loss_ratio * initial
+    failures = []
+    if not overfit_ok:
+        failures.append(f"training loss went from {initial:.4g} to {final:.4g} in {len(losses)} steps on "
+                        f"{rows} rows (<= {limit:.4g} = sanity.max_final_loss_ratio x initial expected): check "
+                        f"the labels (data.target_cols), the lr (sanity.lr / train.lr = {scfg.train.lr:g}) and "
+                        f"that the model's output reaches the loss")
+    if not modes["eval_deterministic"]:
+        failures.append("two validation passes (training.loop.infer) on the same rows gave different predictions: "
+                        "the model "
+                        "is not in eval mode at validation, or a module ignores eval() (e.g. F.dropout(training="
+                        "True)); use nn.Dropout or pass training=self.training")
+    if modes["has_dropout"] and not modes["train_mode_stochastic"]:
+        failures.append(f"the model has dropout (model.drop_rate={cfg.model.drop_rate}) but two train-mode passes "
+                        f"agree: the dropout never acts; check that model.drop_rate reaches the model")
+    return failures
 
 
 def run(exp: str | None, overrides: list[str]) -> dict:
@@ -202,9 +212,9 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     scfg = sanity_config(cfg)
     out = RunPaths(cfg).sanity_dir
     train = load_train(cfg)
-    spec = TargetSpec.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
-    y_all = spec.encode(train, cfg.data.id_col, cfg.data.train_file, scaled=True)
-    rows = subset(cfg, train, y_all if spec.problem in CLASSIFICATION else None)
+    label_map = LabelMap.fit(cfg.problem, cfg.data.target_cols, train, cfg.data.id_col, cfg.data.train_file)
+    y_all = label_map.encode(train, cfg.data.id_col, cfg.data.train_file, scaled=True)
+    rows = subset(cfg, train, y_all if label_map.problem in CLASSIFICATION else None)
     df, y = train.iloc[rows].reset_index(drop=True), y_all[rows]
     real_cfg = copy.deepcopy(cfg)  # the experiment as configured (augmentation, dropout) ...
     real_cfg.train.num_workers = 0  # ... minus worker start-up, which would cost more than these few rows
@@ -213,31 +223,19 @@ def run(exp: str | None, overrides: list[str]) -> dict:
         mod.check_inputs(df, cfg.data.train_file)
     accelerator = make_accelerator(scfg)
 
-    losses = overfit(scfg, mod, spec, df, y, accelerator)
+    losses = overfit(scfg, mod, label_map, df, y, accelerator)
     initial, final = losses[0], float(np.mean(losses[-LAST:]))
     limit = cfg.sanity.max_final_loss_ratio * initial
     overfit_ok = bool(np.isfinite(final) and (final <= limit or final <= ABS_FLOOR))
-    modes = mode_checks(cfg, real, spec, df, y, accelerator)
+    modes = mode_checks(cfg, real, label_map, df, y, accelerator)
     if cfg.sanity.samples:
         if cfg.task == "image":
-            save_augmented(cfg, real, spec, df, y, out / "augmented.png")
+            save_augmented(cfg, real, label_map, df, y, out / "augmented.png")
         else:
-            save_text_samples(cfg, real, spec, df, y, out / "samples.txt")
-    save_loss_plot(losses, out / "loss.png", f"{cfg.exp}: {len(df)} rows, lr {scfg.train.lr:g}, no regularisation")
+            save_text_samples(cfg, real, label_map, df, y, out / "samples.txt")
+    save_step_plot(out / "loss.png", losses, f"{cfg.exp}: {len(df)} rows, lr {scfg.train.lr:g}, no regularisation")
 
-    failures = []
-    if not overfit_ok:
-        failures.append(f"training loss went from {initial:.4g} to {final:.4g} in {len(losses)} steps on "
-                        f"{len(df)} rows (<= {limit:.4g} = sanity.max_final_loss_ratio x initial expected): check "
-                        f"the labels (data.target_cols), the lr (sanity.lr / train.lr = {scfg.train.lr:g}) and "
-                        f"that the model's output reaches the loss")
-    if not modes["eval_deterministic"]:
-        failures.append("two validation passes (loop.infer) on the same rows gave different predictions: the model "
-                        "is not in eval mode at validation, or a module ignores eval() (e.g. F.dropout(training="
-                        "True)); use nn.Dropout or pass training=self.training")
-    if modes["has_dropout"] and not modes["train_mode_stochastic"]:
-        failures.append(f"the model has dropout (model.drop_rate={cfg.model.drop_rate}) but two train-mode passes "
-                        f"agree: the dropout never acts; check that model.drop_rate reaches the model")
+    failures = failed_checks(cfg, scfg, losses, len(df), overfit_ok, modes)
     result = {"exp": cfg.exp, "passed": not failures, "initial_loss": initial, "final_loss": final,
               "loss_ratio": final / initial if initial else None,
               "max_final_loss_ratio": cfg.sanity.max_final_loss_ratio,

@@ -1,0 +1,201 @@
+"""Where every file of a run lives, how a run folder is found, opened and created, and the run's logger.
+
+All paths come from here; stages never build them by hand. An experiment folder:
+
+    outputs/<exp>/config.yaml       resolved config          outputs/<exp>/labels.json   label map
+    outputs/<exp>/folds.csv         folds used (id, fold)    outputs/<exp>/train.log     log
+    outputs/<exp>/history.csv       per-epoch metrics        outputs/<exp>/loss_fold<k>.png
+    outputs/<exp>/fold<k>/best.pt   best checkpoint          outputs/<exp>/fold<k>/oof.csv
+    outputs/<exp>/fold<k>/test_preds.csv                     outputs/<exp>/backbone/ (text)
+    outputs/<exp>/oof_preds.csv     outputs/<exp>/cv.json    outputs/<exp>/test_preds.csv
+    outputs/<exp>/run.json          run record: command, git commit, packages, hardware, times, data hashes
+    outputs/<exp>/code.diff         uncommitted changes of the project when the run started
+    outputs/<exp>/fold<k>/last.pt   resume point (end of the last finished epoch; removed when the fold is done)
+    outputs/<exp>/fold<k>/done.json the fold finished: its score, best epoch, history rows
+    outputs/<exp>/oof_preds_notta.csv  training-time OOF, kept when make predict redoes it with TTA
+    outputs/<exp>/predict.json      the TTA views / reduce / models behind test_preds.csv
+    outputs/<exp>/fold<k>/pseudo_labels.csv   pseudo runs: the rows and targets fold k trained on
+    outputs/<exp>/seed<s>/model.pt  full-fit runs          outputs/<ens>/oof_corr.png  ensembles
+    submissions/<exp>.csv
+    outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png / samples.txt)
+    outputs/eda/                    make eda (report.md, *.png, summary.json)
+    outputs/leaderboard.csv         make leaderboard
+    outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import CONFIG_DIR, load, parse_overrides, read_yaml
+from .errors import ConfigError, DataError
+from .labels import LabelMap
+from .schema import Config
+
+# cv.json's "kind": what made the run (make train, train.full_fit=true, make ensemble, make pseudo)
+KINDS = ("kfold", "full_fit", "ensemble", "pseudo")
+
+
+class RunPaths:
+    def __init__(self, cfg: Config, exp: str | None = None):
+        self.exp = exp or cfg.exp
+        self.dir = Path(cfg.paths.outputs) / self.exp
+        self.submissions = Path(cfg.paths.submissions)
+        self.folds_dir = Path(cfg.paths.folds)
+
+    config = property(lambda s: s.dir / "config.yaml")
+    labels = property(lambda s: s.dir / "labels.json")
+    folds = property(lambda s: s.dir / "folds.csv")
+    log = property(lambda s: s.dir / "train.log")
+    history = property(lambda s: s.dir / "history.csv")
+    oof = property(lambda s: s.dir / "oof_preds.csv")
+    cv = property(lambda s: s.dir / "cv.json")
+    test_preds = property(lambda s: s.dir / "test_preds.csv")
+    backbone = property(lambda s: s.dir / "backbone")
+    oof_notta = property(lambda s: s.dir / "oof_preds_notta.csv")
+    predict_record = property(lambda s: s.dir / "predict.json")
+    corr_plot = property(lambda s: s.dir / "oof_corr.png")
+    submission = property(lambda s: s.submissions / f"{s.exp}.csv")
+    sanity_dir = property(lambda s: s.dir.parent / f"sanity_{s.exp}")  # make sanity: not an experiment
+    pretrain_json = property(lambda s: s.dir / "pretrain.json")          # make pretrain: before / after
+    pretrained_model = property(lambda s: s.dir / "model")              # make pretrain: HF directory
+    pretrain_state = property(lambda s: s.dir / "pretrain_state.pt")    # make pretrain: resume point
+    run_record = property(lambda s: s.dir / "run.json")
+    code_diff = property(lambda s: s.dir / "code.diff")
+
+    def fold_dir(self, k: int) -> Path:
+        return self.dir / f"fold{k}"
+
+    def checkpoint(self, k: int) -> Path:
+        return self.fold_dir(k) / "best.pt"
+
+    def fold_oof(self, k: int) -> Path:
+        return self.fold_dir(k) / "oof.csv"
+
+    def fold_state(self, k: int) -> Path:
+        return self.fold_dir(k) / "last.pt"
+
+    def fold_done(self, k: int) -> Path:
+        return self.fold_dir(k) / "done.json"
+
+    def fold_test_preds(self, k: int) -> Path:
+        return self.fold_dir(k) / "test_preds.csv"
+
+    def pseudo_labels(self, k: int) -> Path:
+        return self.fold_dir(k) / "pseudo_labels.csv"
+
+    def seed_checkpoint(self, seed: int) -> Path:
+        return self.dir / f"seed{seed}" / "model.pt"
+
+    def loss_plot(self, k: int) -> Path:
+        return self.dir / f"loss_fold{k}.png"
+
+    def require(self, path: Path, make_target: str) -> Path:
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist: run `make {make_target} EXP={self.exp}` first")
+        return path
+
+
+
+def eda_dir(cfg: Config) -> Path:
+    """make eda's report folder: one per outputs folder (the data set is the config's, not an experiment's)."""
+    return Path(cfg.paths.outputs) / "eda"
+
+
+def tracking_dir(cfg: Config) -> Path:
+    """Optional trackers' local store (MLflow file store, TensorBoard logs): track.dir or outputs/tracking."""
+    return Path(cfg.track.dir) if cfg.track.dir else Path(cfg.paths.outputs) / "tracking"
+
+
+def leaderboard_csv(outputs: Path) -> Path:
+    return Path(outputs) / "leaderboard.csv"
+
+
+def outputs_root(overrides: list[str], config_dir: Path = CONFIG_DIR) -> Path:
+    """paths.outputs without resolving an experiment: ARGS, then configs/default.yaml, then "outputs".
+    Stages that read finished runs use it, so they also work in a folder holding only outputs/ (a notebook)."""
+    root = parse_overrides(overrides).get("paths", {}).get("outputs")
+    if root is None and (config_dir / "default.yaml").exists():
+        root = read_yaml(config_dir / "default.yaml").get("paths", {}).get("outputs")
+    return Path(root or "outputs")
+
+
+def refuse_existing(paths: RunPaths, overwrite: bool) -> None:
+    """The overwrite rule: a run folder that holds anything is only replaced with overwrite=true. Stages call
+    it before any expensive work, and create_run_dir calls it again before it deletes anything."""
+    if paths.dir.exists() and any(paths.dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{paths.dir} already holds experiment '{paths.exp}'; choose a new EXP name "
+                          f"or pass ARGS=\"overwrite=true\" to replace it")
+
+
+def create_run_dir(paths: RunPaths, overwrite: bool) -> None:
+    """An empty run folder: a finished experiment is never replaced silently."""
+    refuse_existing(paths, overwrite)
+    if paths.dir.exists() and any(paths.dir.iterdir()):
+        shutil.rmtree(paths.dir)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+
+
+def read_cv(paths: RunPaths, make_target: str = "train") -> dict:
+    return json.loads(paths.require(paths.cv, make_target).read_text())
+
+
+def run_kind(paths: RunPaths) -> str:
+    """kfold | full_fit | ensemble | pseudo: what the stage that made the run wrote into its cv.json."""
+    kind = read_cv(paths).get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{paths.cv} does not say which kind of run it is (\"kind\": one of {', '.join(KINDS)}); "
+                          f"it was written by an older version of this project: re-run that stage")
+    return kind
+
+
+def open_run(exp: str | None, overrides: list[str], stage: str) -> tuple[Config, RunPaths, LabelMap]:
+    """A finished run's own saved config (+ overrides), its paths and its label map."""
+    if not exp:
+        raise ConfigError(f"name the experiment: make {stage} EXP=<name>")
+    config_file = outputs_root(overrides) / exp / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"{config_file} does not exist: run `make train EXP={exp}` first")
+    cfg = load(exp, overrides, base=config_file)
+    paths = RunPaths(cfg)
+    label_map = LabelMap.load(paths.require(paths.labels, "train"))
+    if paths.oof.exists():  # written at training from the same map: an edited or swapped labels.json shows here
+        trained = [c for c in pd.read_csv(paths.oof, nrows=0).columns if c != cfg.data.id_col]
+        if trained != label_map.pred_cols:
+            raise DataError(f"{paths.labels} predicts {label_map.pred_cols[:10]} but the run was trained for "
+                            f"{trained[:10]} ({paths.oof}); restore the run's own labels.json or re-run "
+                            f"make train EXP={paths.exp}")
+    return cfg, paths, label_map
+
+
+def preds_frame(ids: pd.Series, id_col: str, preds: np.ndarray, label_map: LabelMap) -> pd.DataFrame:
+    """The layout of oof_preds.csv and test_preds.csv: the id column, then one column per output."""
+    df = pd.DataFrame(preds, columns=label_map.pred_cols)
+    df.insert(0, id_col, ids.to_numpy())
+    return df
+
+
+def get_logger(log_file: Path | None = None, main_process: bool = True) -> logging.Logger:
+    """Console (+ file) logger; other DDP ranks only report warnings, so lines are not repeated."""
+    logger = logging.getLogger("run")
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger

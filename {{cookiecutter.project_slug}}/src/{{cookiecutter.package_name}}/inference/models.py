@@ -1,0 +1,47 @@
+"""The run's trained models: which checkpoints it has (fold k's best.pt or a full fit's seed models), and
+loading one into the configured model, with a message naming the tensor when the shapes disagree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ConfigError, DataError
+from ..core.labels import LabelMap
+from ..core.rundir import RunPaths, read_cv, run_kind
+
+
+def trained_folds(paths: RunPaths) -> list[int]:
+    folds = read_cv(paths)["folds_run"]
+    missing = [k for k in folds if not paths.checkpoint(k).exists()]
+    if missing:
+        raise ConfigError(f"{paths.dir} lacks checkpoints for folds {missing}; re-run make train EXP={paths.exp}")
+    return folds
+
+
+def run_models(paths: RunPaths) -> list[tuple[str, Path, int | None]]:
+    """(name, checkpoint, fold) of every model of the run: fold k's best.pt, or a full fit's seed models."""
+    cv, kind = read_cv(paths), run_kind(paths)
+    if kind == "ensemble":
+        raise ConfigError(f"{paths.dir} is an ensemble: make ensemble already wrote its test_preds.csv")
+    if kind == "full_fit":
+        models = [(f"seed {s}", paths.seed_checkpoint(s), None) for s in cv["seeds"]]
+        missing = [name for name, path, _ in models if not path.exists()]
+        if missing:
+            raise ConfigError(f"{paths.dir} lacks the full-fit models {missing}; re-run the full fit")
+        return models
+    return [(f"fold {k}", paths.checkpoint(k), k) for k in trained_folds(paths)]
+
+
+def load_model(mod, label_map: LabelMap, checkpoint: Path, accelerator):
+    model = mod.build_model(label_map.n_outputs, pretrained=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    wrong = [k for k, v in state.items() if k in shapes and v.shape != shapes[k]]
+    if wrong:  # e.g. a head for another class count: load_state_dict would only say "size mismatch"
+        k = wrong[-1]
+        raise DataError(f"{checkpoint} does not fit the run's labels.json ({label_map.n_outputs} outputs "
+                        f"{label_map.pred_cols[:10]}): its {k} has shape {tuple(state[k].shape)}, the model built from "
+                        f"labels.json {tuple(shapes[k])}; the checkpoint or labels.json comes from another run")
+    model.load_state_dict(state)
+    return accelerator.prepare(model)

@@ -1,0 +1,178 @@
+"""Checkpoints: a fold's best.pt, a full fit's seed models, and the resume points of k-fold training
+(fold<k>/last.pt) and MLM pretraining (pretrain_state.pt). One format for RNG states and atomic saves.
+
+Resume a k-fold run after a crash or kill -9, ending with the same OOF, CV and submission.
+
+    make train EXP=exp001 RESUME=1          # python -m <package>.train --exp exp001 --resume
+
+At the end of every epoch training writes fold<k>/last.pt atomically (temp file + os.replace, main process
+only): the model, EMA, SWA, optimiser, scheduler and loss-scaler states, the best result so far (its
+validation predictions), the fold's history rows and every RNG state (python, numpy, torch, CUDA and
+the training loader's generator; every rank's under DDP). A finished fold writes fold<k>/done.json and
+drops last.pt. A resumed run skips done folds (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold
+from its last finished epoch (the partial epoch is redone with the same batches, augmentations and
+dropout) and starts the others fresh. Temp files of a save that was killed are removed and never read.
+
+Everything that shapes the numbers must be unchanged: the config (except the keys in FREE: logging,
+inference and later stages), the competition CSVs (sha256 in run.json) and the folds. On CPU a resumed
+run is byte-identical to an uninterrupted one; on GPU as exact as the kernels (train.deterministic).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from accelerate.utils import gather_object
+
+from ..core.atomic import atomic_path, write_json
+from ..core.config import dump, flatten, read_yaml
+from ..core.errors import ConfigError
+from ..core.rundir import RunPaths
+from ..core.schema import Config
+
+# Keys a resumed run may change: they do not touch the training numbers.
+FREE = ("exp", "overwrite", "train.progress", "track.", "tta.", "infer.", "submit.", "eda.", "sanity.",
+        "ensemble.", "paths.submissions")
+
+
+@dataclass
+class FoldState:
+    """Where fold k stands: the last finished epoch, its best result so far, its history rows."""
+    epoch: int = 0
+    best: dict | None = None    # {"preds", "score", "epoch"}
+    rows: list | None = None
+    train_loss: float = float("nan")
+
+
+def save_weights(path: Path, module: torch.nn.Module, **info) -> None:
+    """best.pt / seed<s>/model.pt: {"model": state dict, **info} (epoch, score, metric or seed)."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": module.state_dict(), **info}, tmp)
+
+
+def capture_rng(generator: torch.Generator | None = None) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "loader": generator.get_state() if generator is not None else None}
+
+
+def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None:
+        generator.set_state(state["loader"])
+
+
+def every_rank_rng(accelerator, generator: torch.Generator | None = None) -> list[dict]:
+    """Each process's RNG states, gathered on every process (a collective: call it on all of them)."""
+    rngs = [capture_rng(generator)]
+    return gather_object(rngs) if accelerator.num_processes > 1 else rngs
+
+
+def training_state(fit, accelerator) -> dict:
+    """What any resume point holds besides its own counters: weights, optimiser, schedule, scaler, EMA, SWA."""
+    return {"model": fit.raw.state_dict(), "optimizer": fit.optimizer.state_dict(),
+            "scheduler": fit.scheduler.state_dict(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "ema": fit.tricks.ema.state_dict() if fit.tricks.ema is not None else None,
+            "swa": fit.swa.state_dict() if fit.swa is not None else None,
+            "world": accelerator.num_processes}
+
+
+def read_state(path: Path, accelerator) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy and RNG tuples
+    if state["world"] != accelerator.num_processes:
+        raise ConfigError(f"{path} was written by {state['world']} process(es); resume with NPROC={state['world']}")
+    return state
+
+
+def load_training_state(state: dict, fit, accelerator) -> None:
+    """Into a freshly prepared fit, on every process; the weights first, then what refers to them."""
+    fit.raw.load_state_dict(state["model"])
+    if fit.swa is not None:  # before the optimiser: SWA's lr scheduler rewrites the groups' lr when created
+        fit.swa.load_state_dict(state["swa"])
+    fit.optimizer.load_state_dict(state["optimizer"])
+    fit.scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state["scaler"] is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    if fit.tricks.ema is not None:
+        fit.tricks.ema.load_state_dict(state["ema"])
+
+
+def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st: FoldState) -> None:
+    """The end-of-epoch resume point; the previous one stays valid until os.replace swaps this one in.
+    Called on every process: each rank's RNG states are gathered (text batches of different lengths draw
+    different amounts of dropout noise per rank), then the main process writes."""
+    rngs = every_rank_rng(accelerator, generator)
+    if not accelerator.is_main_process:
+        return
+    state = {"epoch": st.epoch, "best": st.best, "rows": st.rows, "train_loss": st.train_loss,
+             **training_state(fit, accelerator), "rng": rngs}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) -> FoldState:
+    """Load last.pt into a freshly prepared fit (every process reads the same file)."""
+    state = read_state(path, accelerator)
+    load_training_state(state, fit, accelerator)
+    restore_rng(state["rng"][accelerator.process_index], generator)
+    return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"])
+
+
+def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list) -> None:
+    """The fold's marker, written after its oof.csv; only then is the resume point dropped."""
+    write_json(paths.fold_done(k), {"fold": k, "score": score, "best_epoch": best_epoch, "rows": rows})
+    paths.fold_state(k).unlink(missing_ok=True)
+
+
+def read_done(paths: RunPaths, k: int, id_col: str, ids: pd.Series) -> tuple[dict, np.ndarray]:
+    """A finished fold's marker and its OOF predictions, read back bit-exactly (shortest repr round trip)."""
+    done = json.loads(paths.fold_done(k).read_text())
+    oof = pd.read_csv(paths.fold_oof(k), dtype={id_col: str}, float_precision="round_trip")
+    if oof[id_col].tolist() != ids.tolist():
+        raise ConfigError(f"{paths.fold_oof(k)} holds other rows than fold {k} of {paths.folds}; "
+                          f"the run cannot be resumed: start a new EXP")
+    return done, oof.drop(columns=[id_col]).to_numpy(dtype=np.float64)
+
+
+def clear_partial_saves(run_dir: Path) -> list[Path]:
+    """Temp files left by a save that was killed (atomic_path names them .<name>.<random>.tmp)."""
+    left = sorted(p for p in run_dir.rglob(".*.tmp") if p.is_file())
+    for p in left:
+        p.unlink()
+    return left
+
+
+def check_resumable(cfg: Config, paths: RunPaths, folds: pd.DataFrame, data_hashes: dict[str, str]) -> None:
+    """Refuse, before any work, a resume that could not end where the interrupted run would have."""
+    if not paths.config.is_file():
+        raise ConfigError(f"RESUME=1: {paths.dir} holds no run to resume (no config.yaml); start without RESUME=1")
+    if paths.cv.is_file():
+        raise ConfigError(f"RESUME=1: {paths.dir} is finished (cv.json exists); nothing to resume")
+    old = flatten(read_yaml(paths.config))
+    new = flatten(yaml.safe_load(dump(cfg)))  # through YAML like the saved one, so 1e-3 == 0.001
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(FREE))
+    if changed:
+        shown = "; ".join(f"'{k}' was {old.get(k)!r}, now {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(f"RESUME=1 with a changed config: {shown}. Resume with the saved values "
+                          f"({paths.config}) or start a new EXP")
+    if paths.run_record.is_file():
+        saved = json.loads(paths.run_record.read_text()).get("data") or {}
+        for file, digest in data_hashes.items():
+            if file in saved and saved[file] != digest:
+                raise ConfigError(f"RESUME=1: {file} changed since the run started (sha256 differs); "
+                                  f"start a new EXP for the new data")
+    saved_folds = pd.read_csv(paths.folds, dtype={cfg.data.id_col: str})
+    if not saved_folds.reset_index(drop=True).equals(folds.reset_index(drop=True)):
+        raise ConfigError(f"RESUME=1: the folds differ from the run's {paths.folds} (folds file or data.fold_seed "
+                          f"changed); start a new EXP")

@@ -1,0 +1,257 @@
+"""K-fold training: per fold the best checkpoint by the validation metric, then OOF predictions and CV.
+
+    make train EXP=exp001 ARGS="train.epochs=3"     # the stage: train.py
+    make train EXP=exp001 RESUME=1                  # after a crash: done folds skipped, the interrupted one continued
+
+Writes outputs/<exp>/: config.yaml, run.json (+ code.diff), labels.json, folds.csv, train.log, history.csv,
+loss_fold<k>.png, fold<k>/best.pt, fold<k>/oof.csv, fold<k>/done.json, oof_preds.csv (train.csv order),
+cv.json (with "kind": kfold, or pseudo for make pseudo); fold<k>/last.pt while a fold runs
+(checkpoints.py). Every input check runs before the first batch; a finished experiment is only replaced
+with overwrite=true. A NaN / inf training loss stops the run with the fold, epoch and step.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from ..core.atomic import write_csv, write_json, write_text
+from ..core.config import dump, flatten, to_dict
+from ..core.errors import DataError
+from ..core.labels import LabelMap
+from ..core.metrics import METRICS, is_better, score
+from ..core.records import data_fingerprint, finish_record, note_resume, start_record
+from ..core.rundir import RunPaths, create_run_dir, get_logger, preds_frame, refuse_existing
+from ..core.schema import Config
+from ..data.files import competition_files
+from ..data.preflight import load_all
+from ..data.splits import load_or_make_folds
+from ..modality import get_modality
+from .checkpoints import (FoldState, check_resumable, clear_partial_saves, load_fold_state, mark_done, read_done,
+                          save_fold_state, save_weights)
+from .fit import Fit, PseudoRows, build_tricks, fit_epoch, prepare_fit, training_rows
+from .loop import infer
+from .plots import save_fold_plot
+from .setup import make_accelerator
+from .tracking import Trackers, check_trackers, open_trackers
+
+
+@dataclass
+class FoldResult:
+    preds: np.ndarray
+    score: float
+    best_epoch: int | str
+
+
+@dataclass
+class FoldRun:
+    """What one fold's epochs share: its data, its fit, where it writes, and the best result so far."""
+    cfg: Config
+    k: int
+    fit: Fit
+    val_loader: object
+    y_val: np.ndarray
+    label_map: LabelMap
+    paths: RunPaths
+    accelerator: Accelerator
+    log: object
+    history: list
+    rows: list
+    trackers: Trackers | None
+    best: FoldResult | None = None
+
+    def evaluate(self, module, epoch, tr_loss: float, t0: float) -> None:
+        """Validation pass; history row, log line, tracker metrics; best.pt when the score improved."""
+        cfg, k = self.cfg, self.k
+        preds, va_loss = infer(module, self.val_loader, self.accelerator, self.label_map, f"fold {k} valid",
+                               cfg.train.progress)
+        s = score(cfg.metric, cfg.problem, self.y_val, preds)
+        improved = is_better(cfg.metric, s, None if self.best is None else self.best.score)  # never a NaN score
+        self.rows.append(dict(fold=k, epoch=epoch, train_loss=tr_loss, valid_loss=va_loss, score=s,
+                              lr=self.fit.optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 2)))
+        self.history.append(self.rows[-1])
+        self.log.info(f"fold {k} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss "
+                      f"{va_loss:.4f}  {cfg.metric} {s:.5f}{'  *best' if improved else ''}  "
+                      f"({self.rows[-1]['seconds']}s)")
+        if self.trackers is not None:
+            self.trackers.log_metrics({f"fold{k}/{m}": self.rows[-1][m] for m in ("train_loss", "valid_loss",
+                                                                                   "score", "lr")},
+                                      step=epoch if isinstance(epoch, int) else cfg.train.epochs)
+        main = self.accelerator.is_main_process
+        if improved:
+            self.best = FoldResult(preds, s, epoch)
+            if main:
+                save_weights(self.paths.checkpoint(k), self.accelerator.unwrap_model(module), epoch=epoch, score=s,
+                             metric=cfg.metric)
+        if main:
+            write_csv(self.paths.history, pd.DataFrame(self.history))
+
+
+def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: PseudoRows | None):
+    """Fold k's training loader (+ pseudo rows, seeded shuffling) and validation loader."""
+    tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    gen = torch.Generator().manual_seed(cfg.seed + k)
+    fit_df, fit_y, fit_w = training_rows(train_df, y_fit, tr, extra, cfg.loss.label_smoothing)
+    train_loader = mod.loader(fit_df, fit_y, True, cfg.train.batch_size, generator=gen, weights=fit_w)
+    eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    return tr, va, gen, train_loader, mod.loader(train_df.iloc[va], y_fit[va], False, eval_bs)
+
+
+def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map: LabelMap, paths: RunPaths,
+             accelerator: Accelerator, log, history: list[dict], extra: PseudoRows | None = None,
+             resume: bool = False, trackers: Trackers | None = None) -> FoldResult:
+    set_seed(cfg.seed + k)
+    tr, va, gen, train_loader, val_loader = fold_loaders(cfg, k, train_df, y_fit, folds, mod, extra)
+    fit = prepare_fit(cfg, mod, label_map, accelerator, train_loader, y_fit[tr], val_loader)
+    st = FoldState(rows=[])
+    if resume and paths.fold_state(k).is_file():
+        st = load_fold_state(paths.fold_state(k), fit, accelerator, gen)
+        history.extend(st.rows)
+        log.info(f"fold {k}: resumed after epoch {st.epoch} from {paths.fold_state(k)}")
+    run = FoldRun(cfg, k, fit, fit.eval_loaders[0], y_true[va], label_map, paths, accelerator, log, history,
+                  st.rows, trackers, FoldResult(**st.best) if st.best else None)
+    for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
+        t0 = time.time()
+        st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
+        if fit.swa is None or epoch < cfg.train.epochs:
+            run.evaluate(fit.tricks.ema.module if fit.tricks.ema is not None else fit.model, epoch, st.train_loss, t0)
+        st.epoch, st.best = epoch, None if run.best is None else vars(run.best)
+        save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)  # every process: RNG states
+    if fit.swa is not None:
+        # SWA's averaged model is the fold's model: no best-epoch selection on top of it
+        t0 = time.time()
+        with accelerator.autocast():
+            fit.swa.finalize(fit.loader)
+        run.best = None
+        run.evaluate(fit.swa.module, "swa", st.train_loss, t0)
+    if run.best is None:
+        raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
+                        f"that fold (e.g. a single class makes AUC undefined)")
+    if accelerator.is_main_process:
+        finish_fold(cfg, k, run, train_df[cfg.data.id_col].iloc[va])
+    accelerator.free_memory()
+    return run.best
+
+
+def finish_fold(cfg: Config, k: int, run: FoldRun, val_ids: pd.Series) -> None:
+    """Loss plot, the fold's OOF (float64, read back bit-exactly when a resumed run skips the fold), done.json."""
+    # the SWA evaluation is plotted at the last epoch (it averages the weights up to there)
+    plot = pd.DataFrame([{**r, "epoch": cfg.train.epochs if r["epoch"] == "swa" else r["epoch"]} for r in run.rows])
+    save_fold_plot(run.paths.loss_plot(k), plot, k, cfg.metric)
+    write_csv(run.paths.fold_oof(k), preds_frame(val_ids, cfg.data.id_col, run.best.preds.astype(np.float64),
+                                                 run.label_map))
+    mark_done(run.paths, k, run.best.score, run.best.best_epoch, run.rows)
+
+
+def open_kfold_run(cfg: Config, accelerator, train_df, label_map, mod, folds_df, before_training,
+                   resume: bool) -> pd.DataFrame:
+    """The folds, then the run folder: checked for a resume, or created with config, record, labels, folds."""
+    paths = RunPaths(cfg)
+    hashes = data_fingerprint(competition_files(cfg))
+    if accelerator.is_main_process:  # the shared folds file is written once, by one process
+        folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, label_map)
+    accelerator.wait_for_everyone()  # every process has checked the inputs before anything is written
+    if not accelerator.is_main_process:
+        folds = folds_df if folds_df is not None else load_or_make_folds(cfg, train_df, label_map)
+    if resume:
+        check_resumable(cfg, paths, folds, hashes)
+    if accelerator.is_main_process:
+        if resume:
+            left = clear_partial_saves(paths.dir)
+            note_resume(paths, argv=sys.argv, partial_saves_removed=[str(p) for p in left])
+        else:
+            create_run_dir(paths, cfg.overwrite)
+            write_text(paths.config, dump(cfg))
+            start_record(paths, data_files=competition_files(cfg))
+            label_map.save(paths.labels)
+            write_csv(paths.folds, folds)
+            mod.save_assets(paths.backbone)
+            if before_training is not None:
+                before_training(paths)
+    accelerator.wait_for_everyone()
+    return folds
+
+
+def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[int, PseudoRows] | None = None,
+                before_training: Callable[[RunPaths], None] | None = None, resume: bool = False,
+                kind: str = "kfold") -> dict:
+    """K-fold training of cfg. folds_df: the folds to use (default: the data set's shared folds file);
+    extra: rows added to fold k's training part (pseudo-labels); before_training(paths): writes more
+    files into the fresh run folder (main process, after the folder is created); resume: continue the
+    interrupted run in outputs/<exp>/ (checkpoints.py); kind: cv.json's "kind" (kfold | pseudo)."""
+    paths = RunPaths(cfg)
+    accelerator = make_accelerator(cfg)
+    if not resume:
+        refuse_existing(paths, cfg.overwrite)  # before any work
+    check_trackers(cfg)
+    train_df, _, label_map = load_all(cfg)
+    mod = get_modality(cfg)
+    y_fit = label_map.encode(train_df, cfg.data.id_col, cfg.data.train_file, scaled=True)
+    # Build the model and every trick once before anything is written: unreachable weights, a bad
+    # adv.param_pattern or loss for this problem fail here, not after the run folder exists.
+    build_tricks(cfg, label_map, mod.build_model(label_map.n_outputs, cfg.model.pretrained), y_fit)
+    folds = open_kfold_run(cfg, accelerator, train_df, label_map, mod, folds_df, before_training, resume)
+    log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
+    log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
+             f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}"
+             f"{'  (resumed)' if resume else ''}")
+    trackers = open_trackers(cfg, cfg.exp, accelerator.is_main_process)
+    trackers.log_params(flatten(to_dict(cfg)))
+    try:
+        result = run_folds(cfg, train_df, y_fit, label_map, folds, mod, paths, accelerator, log, extra, resume,
+                           trackers, kind)
+    except BaseException as e:
+        if accelerator.is_main_process:
+            finish_record(paths, status=f"failed: {type(e).__name__}: {e}"[:500])
+        trackers.close("FAILED")
+        raise
+    if accelerator.is_main_process:
+        finish_record(paths, status="finished", cv=result["cv"])
+    trackers.log_metrics({"cv": result["cv"]}, step=cfg.train.epochs)
+    trackers.close()
+    return result
+
+
+def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, paths: RunPaths, accelerator, log,
+              extra, resume: bool, trackers: Trackers, kind: str) -> dict:
+    id_col = cfg.data.id_col
+    y_true = label_map.encode(train_df, id_col, cfg.data.train_file)
+    fold_ids = folds["fold"].to_numpy()
+    oof = np.full((len(train_df), label_map.n_outputs), np.nan, dtype=np.float64)
+    fold_list = cfg.train.folds or list(range(cfg.train.n_folds))
+    history: list[dict] = []
+    scores, best_epochs = [], []
+    t0 = time.time()
+    for k in fold_list:
+        if resume and paths.fold_done(k).is_file():
+            done, preds = read_done(paths, k, id_col, train_df[id_col][fold_ids == k])
+            res = FoldResult(preds, done["score"], done["best_epoch"])
+            history.extend(done["rows"])
+            if accelerator.is_main_process:
+                paths.fold_state(k).unlink(missing_ok=True)  # killed between the marker and this removal
+            log.info(f"fold {k}: finished before the interruption, skipped")
+        else:
+            res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, label_map, paths, accelerator, log,
+                           history, extra=(extra or {}).get(k), resume=resume, trackers=trackers)
+        oof[fold_ids == k] = res.preds
+        scores.append(res.score)
+        best_epochs.append(res.best_epoch)
+        log.info(f"fold {k}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
+
+    covered = np.isin(fold_ids, fold_list)
+    cv = score(cfg.metric, cfg.problem, y_true[covered], oof[covered])
+    result = {"metric": cfg.metric, "cv": cv, "folds": scores, "folds_run": list(fold_list),
+              "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
+              "best_epochs": best_epochs, "wall_seconds": round(time.time() - t0, 1), "kind": kind}
+    if accelerator.is_main_process:
+        write_csv(paths.oof, preds_frame(train_df[id_col], id_col, oof, label_map))
+        write_json(paths.cv, result)
+    log.info(f"CV {cfg.metric}: {cv:.5f}  folds {[round(s, 5) for s in scores]}  -> {paths.cv}")
+    return result
