@@ -26,6 +26,20 @@ from ..core.errors import ConfigError, DataError, rows_message
 from ..core.schema import Config
 
 
+def load_tokenizer(source: str):
+    """The tokenizer of a hub id or local folder; any failure is a one-line error naming model.name."""
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as e:  # noqa: BLE001 - unknown id, no network, broken folder: all mean "fix model.name"
+        raise ConfigError(f"config key 'model.name': cannot load a tokenizer from {source!r} "
+                          f"({type(e).__name__}: {e}); offline, point it at a local model directory") from None
+
+
+def separator(tokenizer) -> str:
+    """What joins several text columns (and, in make pretrain, nothing else): [SEP], </s> or a newline."""
+    return tokenizer.sep_token or tokenizer.eos_token or "\n"
+
+
 def join_texts(df: pd.DataFrame, cols: list[str], sep: str) -> list[str]:
     parts = [df[c].fillna("").astype(str).str.strip() for c in cols]
     if len(parts) == 1:
@@ -98,12 +112,8 @@ class Modality:
     def __init__(self, cfg: Config, assets_dir: Path | None = None):
         self.cfg = cfg
         self.source = str(assets_dir) if assets_dir is not None else cfg.model.name
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        except Exception as e:  # noqa: BLE001 - unknown id, no network, broken folder: all mean "fix model.name"
-            raise ConfigError(f"config key 'model.name': cannot load a tokenizer from {self.source!r} "
-                              f"({type(e).__name__}: {e}); offline, point it at a local model directory") from None
-        self.sep = self.tokenizer.sep_token or self.tokenizer.eos_token or "\n"
+        self.tokenizer = load_tokenizer(self.source)
+        self.sep = separator(self.tokenizer)
 
     def texts(self, df: pd.DataFrame) -> list[str]:
         return join_texts(df, self.cfg.data.text_cols, self.sep)

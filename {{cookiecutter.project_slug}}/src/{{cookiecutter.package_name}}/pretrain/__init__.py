@@ -52,6 +52,7 @@ from ..training.checkpoints import capture_rng, load_training_state, read_state,
 from ..training.fit import Fit, fit_epoch
 from ..training.loop import Tricks
 from ..training.optim import build_optimizer, build_scheduler
+from ..modality.text import separator
 from ..training.setup import make_accelerator
 from .corpus import EpochBatches, Masker, make_examples, read_corpus, split_texts
 from .model import MaskedLMLoss, evaluate, load_model, load_tokenizer, passthrough, perplexity, save_model
@@ -102,7 +103,7 @@ def mlm_config(cfg: Config) -> Config:
 def prepare_corpus(cfg: Config, tokenizer, world: int) -> dict:
     """Texts, held-out split, examples and masked held-out batches; every check that can fail, up front."""
     p = cfg.pretrain
-    texts = read_corpus(cfg, tokenizer.sep_token or tokenizer.eos_token or "\n")
+    texts = read_corpus(cfg, separator(tokenizer))
     train_texts, valid_texts = split_texts(texts, p.valid_fraction, cfg.seed)
     train_examples, valid_examples = make_examples(tokenizer, train_texts, p), make_examples(tokenizer, valid_texts, p)
     masker = Masker(tokenizer, p, cfg.seed)

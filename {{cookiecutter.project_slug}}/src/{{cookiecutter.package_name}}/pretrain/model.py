@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForMaskedLM
 
 from ..core.errors import ConfigError
 from ..core.schema import Config
+from ..modality import text
 
 
 class MaskedLMLoss(torch.nn.Module):
@@ -33,12 +34,9 @@ def passthrough(loss: torch.Tensor, target, weight) -> torch.Tensor:
 
 
 def load_tokenizer(cfg: Config):
+    """The text modality's tokenizer of model.name, checked for what masked-LM pretraining needs."""
     name = cfg.model.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception as e:  # noqa: BLE001 - unknown id, no network, broken folder: all mean "fix model.name"
-        raise ConfigError(f"config key 'model.name': cannot load a tokenizer from {name!r} ({type(e).__name__}: "
-                          f"{e}); offline, point it at a local model directory") from None
+    tokenizer = text.load_tokenizer(name)
     if tokenizer.mask_token is None:
         raise ConfigError(f"config key 'model.name': the tokenizer of {name!r} has no mask token, so it cannot do "
                           f"masked-LM pretraining; use an MLM-capable checkpoint (BERT, RoBERTa, DeBERTa, ...)")
