@@ -42,13 +42,14 @@ from accelerate.utils import set_seed
 
 from ..core.atomic import atomic_path, write_json, write_text
 from ..core.cli import run_stage
-from ..core.config import dump, flatten, load, read_yaml, to_dict
+from ..core.config import dump, load
 from ..core.errors import ConfigError, DataError
 from ..core.records import finish_record, note_resume, start_record
 from ..core.rundir import RunPaths, create_run_dir, get_logger, refuse_existing
 from ..core.schema import Config, PretrainConfig
 from ..data.files import data_path
-from ..training.checkpoints import capture_rng, load_training_state, read_state, restore_rng, training_state
+from ..training.checkpoints import (capture_rng, config_changes, load_training_state, read_state, restore_rng,
+                                    training_state)
 from ..training.fit import Fit, fit_epoch
 from ..training.loop import Tricks
 from ..training.optim import build_optimizer, build_scheduler
@@ -82,12 +83,9 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
     """--resume: the state file exists and nothing that shapes the texts, blocks or masks changed."""
     if not paths.pretrain_state.is_file():
         raise ConfigError(f"--resume: no checkpoint at {paths.pretrain_state}; start it without RESUME=1")
-    old = flatten(read_yaml(paths.config))
-    new = flatten(to_dict(cfg))
-    for key in SAME_ON_RESUME:
-        if old.get(key) != new[key]:
-            raise ConfigError(f"config key '{key}' is {new[key]!r} but the run being resumed used {old.get(key)!r}; "
-                              f"resume with the same value, or start a new EXP")
+    for key, old, new in config_changes(paths.config, cfg, lambda k: k in SAME_ON_RESUME)[:1]:
+        raise ConfigError(f"config key '{key}' is {new!r} but the run being resumed used {old!r}; "
+                          f"resume with the same value, or start a new EXP")
 
 
 def mlm_config(cfg: Config) -> Config:

@@ -23,6 +23,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -153,17 +154,24 @@ def clear_partial_saves(run_dir: Path) -> list[Path]:
     return left
 
 
+def config_changes(saved: Path, cfg: Config, matters: Callable[[str], bool]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, value now) of every key that `matters` and differs from the run's saved config.yaml;
+    compared through YAML, as the run saved it, so 1e-3 == 0.001. The resume check of make train (every key
+    but FREE) and of make pretrain (the keys that shape its texts and masks)."""
+    old = flatten(read_yaml(saved))
+    new = flatten(yaml.safe_load(dump(cfg)))
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if matters(k) and old.get(k) != new.get(k)]
+
+
 def check_resumable(cfg: Config, paths: RunPaths, folds: pd.DataFrame, data_hashes: dict[str, str]) -> None:
     """Refuse, before any work, a resume that could not end where the interrupted run would have."""
     if not paths.config.is_file():
         raise ConfigError(f"RESUME=1: {paths.dir} holds no run to resume (no config.yaml); start without RESUME=1")
     if paths.cv.is_file():
         raise ConfigError(f"RESUME=1: {paths.dir} is finished (cv.json exists); nothing to resume")
-    old = flatten(read_yaml(paths.config))
-    new = flatten(yaml.safe_load(dump(cfg)))  # through YAML like the saved one, so 1e-3 == 0.001
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(FREE))
+    changed = config_changes(paths.config, cfg, lambda k: not k.startswith(FREE))
     if changed:
-        shown = "; ".join(f"'{k}' was {old.get(k)!r}, now {new.get(k)!r}" for k in changed[:5])
+        shown = "; ".join(f"'{k}' was {old!r}, now {new!r}" for k, old, new in changed[:5])
         raise ConfigError(f"RESUME=1 with a changed config: {shown}. Resume with the saved values "
                           f"({paths.config}) or start a new EXP")
     if paths.run_record.is_file():
