@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-pretrain: $(STAMP) ## MLM post-pretraining of MiniLM on text_sst2, then fi
 
 bench-identity: $(STAMP) ## same commands, byte-identical files: the template at BEFORE=<commit> vs the working tree
 	$(VPY) bench/identity.py --before $(or $(BEFORE),HEAD)
+
+bench-nproc: $(STAMP) ## NPROC=2 vs NPROC=1 on image_fmnist: CV, steps per epoch, wall time per epoch (bench/nproc.py)
+	$(VPY) bench/nproc.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

@@ -13,9 +13,11 @@ submissions/ and folds/. It prints each stage's differences and exits 1 if there
 
 What is normalised before the digest, because it changes from one run to the next even with the same
 code: wall-clock fields (wall_seconds, seconds, started/ended, the leaderboard's date and minutes),
-train.log (time stamps), run.json and code.diff (host, times, git state), the `kind` key a later version
-adds to cv.json, and torch checkpoints (.pt), whose zip archive carries the temp file's random name:
-they are compared tensor by tensor instead. Everything else is compared byte for byte.
+train.log (time stamps), run.json and code.diff (host, times, git state), and torch checkpoints (.pt),
+whose zip archive carries the temp file's random name: they are compared tensor by tensor instead.
+JSON and YAML files are compared as data: every key of the before side must hold the same value after,
+and keys only the after side has (a new config key, cv.json's "kind") are listed as additions, not as
+differences. Everything else is compared byte for byte.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VOLATILE_KEYS = {"wall_seconds", "seconds", "started", "ended", "kind"}
+VOLATILE_KEYS = {"wall_seconds", "seconds", "started", "ended"}
 SKIP_NAMES = {"train.log", "run.json", "code.diff"}
 TEXT_PRETRAIN = "data.dir=data/demo train.progress=false pretrain.epochs=1 pretrain.max_len=32 pretrain.batch_size=16 pretrain.valid_fraction=0.1"
 
@@ -108,8 +110,8 @@ def digest(path: Path) -> str:
     if path.suffix == ".pt":
         import torch
         tensor_digest(drop_volatile(torch.load(path, map_location="cpu", weights_only=False)), h)
-    elif path.suffix == ".json":
-        h.update(json.dumps(drop_volatile(json.loads(path.read_text())), sort_keys=True).encode())
+    elif path.suffix in (".json", ".yaml"):
+        return json.dumps(drop_volatile(structured(path)), sort_keys=True)  # compared as data (compare())
     elif path.suffix == ".csv" and path.name in ("history.csv", "leaderboard.csv"):
         import pandas as pd
         df = pd.read_csv(path)
@@ -118,6 +120,26 @@ def digest(path: Path) -> str:
     else:
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def structured(path: Path):
+    import yaml
+    return json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+
+
+def additions(before, after, prefix: str = "") -> list[str] | None:
+    """Keys only `after` has, or None when a value of `before` is not the same in `after`."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        added = [f"{prefix}{k}" for k in after if k not in before]
+        for k, v in before.items():
+            if k not in after:
+                return None
+            sub = additions(v, after[k], f"{prefix}{k}.")
+            if sub is None:
+                return None
+            added += sub
+        return added
+    return [] if before == after else None
 
 
 def snapshot(project: Path) -> dict[str, str]:
@@ -177,8 +199,15 @@ def compare(before: dict, after: dict) -> list[str]:
             elif f not in a:
                 problems.append(f"{step}: {f} only after")
             elif a[f] != b[f]:
-                problems.append(f"{step}: {f} differs")
+                added = additions(json.loads(a[f]), json.loads(b[f])) if f.endswith((".json", ".yaml")) else None
+                if added is None:
+                    problems.append(f"{step}: {f} differs")
+                else:
+                    ADDED.setdefault(f.rsplit("/", 1)[-1], set()).update(added)
     return problems
+
+
+ADDED: dict[str, set[str]] = {}  # file name -> keys that only the after side has
 
 
 def main() -> None:
@@ -213,6 +242,8 @@ def main() -> None:
         for p in problems:
             print(f"  {p}{'  (allowed)' if p in allowed else ''}")
         failed |= len(problems) > len(allowed)
+    for name, keys in sorted(ADDED.items()):
+        print(f"added in {name} (not differences): {', '.join(sorted(keys))}")
     if args.keep:
         print(f"scratch: {scratch}")
     else:

@@ -108,3 +108,24 @@ def test_constant_schedule_keeps_the_lr_exactly():
         opt.step()
         sched.step()
         assert opt.param_groups[0]["lr"] == 3e-4
+
+
+def test_the_global_batch_must_divide_across_the_processes(workdir):
+    setup = mod("training.setup")
+    setup.check_batch_split(config.load("demo", ["train.batch_size=32"]), 4)
+    with pytest.raises(config.ConfigError, match="train.batch_size.*32, the global batch, which 3 processes"):
+        setup.check_batch_split(config.load("demo", ["train.batch_size=32"]), 3)
+    with pytest.raises(config.ConfigError, match="train.eval_batch_size"):
+        setup.check_batch_split(config.load("demo", ["train.batch_size=32", "train.eval_batch_size=63"]), 2)
+
+
+def test_sync_bn_converts_batchnorm_only_for_several_gpu_processes(workdir):
+    setup = mod("training.setup")
+    net = lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # noqa: E731
+    kinds = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
+    cfg = config.load("demo")
+    assert "SyncBatchNorm" in kinds(setup.sync_batchnorm(cfg, net(), 2, torch.device("cuda")))
+    assert "SyncBatchNorm" not in kinds(setup.sync_batchnorm(cfg, net(), 1, torch.device("cuda")))
+    assert "SyncBatchNorm" not in kinds(setup.sync_batchnorm(cfg, net(), 2, torch.device("cpu")))  # torch: GPUs only
+    off = config.load("demo", ["train.sync_bn=false"])
+    assert "SyncBatchNorm" not in kinds(setup.sync_batchnorm(off, net(), 2, torch.device("cuda")))

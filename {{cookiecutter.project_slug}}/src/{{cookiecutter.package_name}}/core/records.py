@@ -107,9 +107,9 @@ def git_state() -> tuple[dict | None, str]:
     return {"commit": commit.strip(), "branch": branch, "dirty": bool(diff)}, diff
 
 
-def start_record(paths: RunPaths, argv: list[str] | None = None, data_files: list[Path] = ()) -> dict:
+def start_record(paths: RunPaths, argv: list[str] | None = None, data_files: list[Path] = (), **extra) -> dict:
     """Writes paths.run_record (run.json) and, when the project is a git checkout with uncommitted changes,
-    paths.code_diff. Returns the record dict."""
+    paths.code_diff. extra: more top-level entries (the training processes). Returns the record dict."""
     # sys.orig_argv keeps `-m <package>`, which sys.argv turns into the path of __main__.py
     command = [sys.executable, *(sys.orig_argv[1:] if argv is None else argv)]
     argv = list(sys.argv if argv is None else argv)
@@ -133,6 +133,7 @@ def start_record(paths: RunPaths, argv: list[str] | None = None, data_files: lis
         "git": git,
         "data": data_fingerprint(list(data_files)),
         "resumes": [],
+        **extra,
     }
     _write(paths.run_record, record)
     return record

@@ -74,6 +74,7 @@ class TrainConfig:
     seeds: list[int] = field(default_factory=list)   # full_fit: one model per seed; [] = [seed]
     deterministic: bool = False             # GPU: deterministic algorithms (slower); CPU runs are already exact
     max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
+    sync_bn: bool = True                    # NPROC>1 on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass

@@ -34,7 +34,7 @@ from ..data.files import load_test, load_train
 from ..modality import get_modality
 from ..modality.tta import check_views, describe, reduce_views
 from ..training.loop import infer
-from ..training.setup import make_accelerator
+from ..training.setup import check_batch_split, make_accelerator
 from .models import load_model, run_models
 
 
@@ -42,6 +42,7 @@ def view_predictor(cfg, mod, label_map: LabelMap, df: pd.DataFrame, accelerator)
     """(model, description) -> predictions on df's rows in df's order, with cfg.tta's views reduced by
     cfg.tta.reduce. Text views are items of the loader (sorted by length); image views run in the forward,
     all same-size views in one (tta.batched) or one pass over the data per view."""
+    check_batch_split(cfg, accelerator.num_processes)
     bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
     views, how, progress = list(cfg.tta.views), cfg.tta.reduce, cfg.train.progress
     if cfg.task == "text":

@@ -21,6 +21,7 @@ from ..core.labels import LabelMap
 from ..core.schema import Config
 from .loop import NonFiniteLoss, Tricks, train_epoch
 from .optim import build_optimizer, build_scheduler, freeze_layers, set_backbone_trainable
+from .setup import sync_batchnorm
 from .tricks.adversarial import build_adversary
 from .tricks.averaging import build_averagers
 from .tricks.losses import build_loss
@@ -77,6 +78,7 @@ def prepare_fit(cfg: Config, mod, label_map: LabelMap, accelerator: Accelerator,
     if model is None:
         model = mod.build_model(label_map.n_outputs, cfg.model.pretrained)
     freeze_layers(model, cfg.train.freeze_layers)
+    model = sync_batchnorm(cfg, model, accelerator.num_processes, accelerator.device)
     if cfg.task == "image" and cfg.train.channels_last and accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     tricks = build_tricks(cfg, label_map, model, class_targets)  # balanced class weights from the real rows

@@ -36,7 +36,7 @@ from ..data.preflight import load_all
 from ..modality import get_modality
 from .checkpoints import save_weights
 from .fit import build_tricks, final_model, fit_epoch, prepare_fit
-from .setup import make_accelerator
+from .setup import check_batch_split, make_accelerator, processes
 
 # keys a full fit may change without making its CV run's figures meaningless for it
 FREE = ("exp", "overwrite", "train.full_fit", "train.seeds", "train.epochs", "train.folds", "train.progress",
@@ -83,6 +83,7 @@ def run_full_fit(cfg: Config) -> dict:
     cfg.exp = f"{source.exp}_full"
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
+    check_batch_split(cfg, accelerator.num_processes)
     refuse_existing(paths, cfg.overwrite)
     train_df, _, label_map = load_all(cfg)
     mod = get_modality(cfg)
@@ -95,7 +96,7 @@ def run_full_fit(cfg: Config) -> dict:
     if accelerator.is_main_process:
         create_run_dir(paths, cfg.overwrite)
         write_text(paths.config, dump(cfg))
-        start_record(paths, data_files=competition_files(cfg))
+        start_record(paths, data_files=competition_files(cfg), **processes(cfg, accelerator))
         label_map.save(paths.labels)
         write_csv(paths.folds, pd.read_csv(source.require(source.folds, "train"), dtype={cfg.data.id_col: str}))
         mod.save_assets(paths.backbone)
@@ -110,7 +111,8 @@ def run_full_fit(cfg: Config) -> dict:
         fit_seed(cfg, seed, train_df, y_fit, mod, label_map, accelerator, paths, history, log)
     result = {"kind": "full_fit", "full_fit": True, "cv_source": source.exp, "metric": cfg.metric, "cv": src_cv["cv"],
               "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
-              "folds_run": [], "seeds": seeds, "epochs": cfg.train.epochs, "wall_seconds": round(time.time() - t0, 1)}
+              "folds_run": [], "seeds": seeds, "epochs": cfg.train.epochs, "wall_seconds": round(time.time() - t0, 1),
+              **processes(cfg, accelerator)}
     if accelerator.is_main_process:
         finish_record(paths, status="finished", cv=result["cv"])
         write_json(paths.cv, result)

@@ -39,7 +39,7 @@ from .checkpoints import (FoldState, check_resumable, clear_partial_saves, load_
 from .fit import Fit, PseudoRows, build_tricks, fit_epoch, prepare_fit, training_rows
 from .loop import infer
 from .plots import save_fold_plot
-from .setup import make_accelerator
+from .setup import check_batch_split, make_accelerator, processes
 from .tracking import Trackers, check_trackers, open_trackers
 
 
@@ -169,7 +169,7 @@ def open_kfold_run(cfg: Config, accelerator, train_df, label_map, mod, folds_df,
         else:
             create_run_dir(paths, cfg.overwrite)
             write_text(paths.config, dump(cfg))
-            start_record(paths, data_files=competition_files(cfg))
+            start_record(paths, data_files=competition_files(cfg), **processes(cfg, accelerator))
             label_map.save(paths.labels)
             write_csv(paths.folds, folds)
             mod.save_assets(paths.backbone)
@@ -188,6 +188,7 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
     interrupted run in outputs/<exp>/ (checkpoints.py); kind: cv.json's "kind" (kfold | pseudo)."""
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
+    check_batch_split(cfg, accelerator.num_processes)
     if not resume:
         refuse_existing(paths, cfg.overwrite)  # before any work
     check_trackers(cfg)
@@ -249,7 +250,8 @@ def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, pat
     cv = score(cfg.metric, cfg.problem, y_true[covered], oof[covered])
     result = {"metric": cfg.metric, "cv": cv, "folds": scores, "folds_run": list(fold_list),
               "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
-              "best_epochs": best_epochs, "wall_seconds": round(time.time() - t0, 1), "kind": kind}
+              "best_epochs": best_epochs, "wall_seconds": round(time.time() - t0, 1), "kind": kind,
+              **processes(cfg, accelerator)}
     if accelerator.is_main_process:
         write_csv(paths.oof, preds_frame(train_df[id_col], id_col, oof, label_map))
         write_json(paths.cv, result)
