@@ -9,7 +9,7 @@ seed<s>/model.pt). Writes fold<k>/test_preds.csv and test_preds.csv: the id colu
 prediction columns as oof_preds.csv, in test.csv order; and predict.json, what made them:
 {"views", "reduce", "batched" (image), "models", "tta_oof"}.
 
-TTA (tta.py): each model predicts every view in tta.views; the views' probabilities (or values) are
+TTA (modality/tta.py): each model predicts every view in tta.views; the views' probabilities (or values) are
 combined by tta.reduce. With tta.oof=true, every fold model also predicts its own validation rows
 (outputs/<exp>/folds.csv) with the same views, and oof_preds.csv and cv.json are rewritten, so the CV
 says what the views add and later stages (ensembles, pseudo-labels) see TTA'd OOF. The training-time

@@ -6,7 +6,7 @@ backbone config are copied into outputs/<exp>/backbone/, so inference needs noth
 
 Inference (train=False loaders) sorts the items by token length (infer.sort_by_length), so each batch is
 padded to a length close to its own texts'; the dataset's `slots` put the predictions back in row order
-(loop.infer). Test-time views (tta.views) of a text longer than data.max_len are truncations of it:
+(training.loop.infer). Test-time views (tta.views) of a text longer than data.max_len are truncations of it:
 identity = the tokenizer's own truncation (as in training), head = the first tokens, tail = the last,
 head_tail = the first half and the last half of the token budget. A text that fits has one item for all
 its views, so only long texts cost extra.
@@ -52,7 +52,7 @@ VIEWS = ("identity", "head", "tail", "head_tail")
 
 class TextDataset(Dataset):
     """Item i is an encoding of data row rows[i] (rows None: row i). slots (V, N), when set, names the item
-    that is view v of row i; loop.infer reads predictions back through it."""
+    that is view v of row i; training.loop.infer reads predictions back through it."""
 
     def __init__(self, encodings: list[dict], targets: np.ndarray | None, weights: np.ndarray | None = None,
                  rows: np.ndarray | None = None, slots: np.ndarray | None = None):
@@ -188,7 +188,8 @@ class Modality:
                views: list[str] | tuple[str, ...] = ("identity",)) -> DataLoader:
         """weights: per-row loss weights (pseudo-labelled rows), yielded as batch["weight"].
         Inference (train=False): the `views` of each row (tta.views), sorted by token length when
-        infer.sort_by_length, padded to data.max_len when infer.pad_to_max_len; loop.infer restores row order."""
+        infer.sort_by_length, padded to data.max_len when infer.pad_to_max_len; training.loop.infer restores
+        row order."""
         # Tokenised up front in the main process, so workers would only add start-up cost.
         if train:
             ds = TextDataset(self.encode(df), targets, weights)

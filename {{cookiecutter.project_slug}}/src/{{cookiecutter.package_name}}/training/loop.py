@@ -111,7 +111,7 @@ def infer(model, loader, accelerator: Accelerator, label_map: LabelMap, desc: st
 
     views: image TTA, a callable (model, batch) -> logits (B, V, C) that runs V views of the batch
         (image.ImageViews); the views are activated one by one and combined by tta.reduce_views(reduce).
-    The loader's dataset may hold `slots` (V, N): the item that is view v of row i (text.py: items sorted
+    The loader's dataset may hold `slots` (V, N): the item that is view v of row i (modality/text.py: items sorted
     by length, truncation views, a short text's views one item). Predictions are read back through it,
     so a sorted loader still returns rows in the data's order, also under DDP (the sampler is
     sequential and gather_for_metrics drops the duplicates padding the last batch).
