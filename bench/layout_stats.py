@@ -18,7 +18,7 @@ def load_checker(project: Path):
     """The project's own import checker (tests/test_layers.py) when it has one, else this folder's copy."""
     path = project / "tests" / "test_layers.py"
     if not path.exists():
-        path = Path(__file__).resolve().parents[1] / "{{cookiecutter.project_slug}}" / "tests" / "test_layers.py"
+        (path,) = Path(__file__).resolve().parents[1].glob("*/tests/test_layers.py")  # the template's own
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("layers_checker", path)
     module = importlib.util.module_from_spec(spec)

@@ -119,7 +119,8 @@ def base_predictions(base_cfg: Config, base_paths: RunPaths, label_map: LabelMap
 
 def run(base: str | None, overrides: list[str], name: str | None = None) -> dict:
     base_cfg, base_paths, label_map = open_run(base, [], "pseudo")
-    base_cv, kind = read_cv(base_paths), run_kind(base_paths)
+    base_cv = read_cv(base_paths)
+    kind = run_kind(base_paths, base_cv)
     if kind in ("full_fit", "ensemble"):
         kind = "a full-fit run" if kind == "full_fit" else "an ensemble"
         raise ConfigError(f"{base_paths.dir} is {kind}: it has no per-fold models whose predictions leave fold k's "

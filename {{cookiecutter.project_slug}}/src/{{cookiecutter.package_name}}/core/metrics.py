@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from .errors import ConfigError
-from .metric_table import CLS, DEFAULT_METRIC, METRIC_TABLE  # noqa: F401 - DEFAULT_METRIC: read from here too
+from .metric_table import CLS, METRIC_TABLE
 
 
 def _hard(y, p, problem, threshold=0.5):

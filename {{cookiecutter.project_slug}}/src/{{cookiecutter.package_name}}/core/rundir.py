@@ -146,9 +146,10 @@ def read_cv(paths: RunPaths, make_target: str = "train") -> dict:
     return json.loads(paths.require(paths.cv, make_target).read_text())
 
 
-def run_kind(paths: RunPaths) -> str:
-    """kfold | full_fit | ensemble | pseudo: what the stage that made the run wrote into its cv.json."""
-    kind = read_cv(paths).get("kind")
+def run_kind(paths: RunPaths, cv: dict | None = None) -> str:
+    """kfold | full_fit | ensemble | pseudo: what the stage that made the run wrote into its cv.json
+    (cv: that file, when the caller has read it already)."""
+    kind = (read_cv(paths) if cv is None else cv).get("kind")
     if kind not in KINDS:
         raise ConfigError(f"{paths.cv} does not say which kind of run it is (\"kind\": one of {', '.join(KINDS)}); "
                           f"it was written by an older version of this project: re-run that stage")

@@ -21,7 +21,8 @@ def trained_folds(paths: RunPaths) -> list[int]:
 
 def run_models(paths: RunPaths) -> list[tuple[str, Path, int | None]]:
     """(name, checkpoint, fold) of every model of the run: fold k's best.pt, or a full fit's seed models."""
-    cv, kind = read_cv(paths), run_kind(paths)
+    cv = read_cv(paths)
+    kind = run_kind(paths, cv)
     if kind == "ensemble":
         raise ConfigError(f"{paths.dir} is an ensemble: make ensemble already wrote its test_preds.csv")
     if kind == "full_fit":

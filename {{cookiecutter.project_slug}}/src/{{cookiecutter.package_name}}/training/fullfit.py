@@ -74,7 +74,7 @@ def run_full_fit(cfg: Config) -> dict:
     """Train the full-fit models of cfg's k-fold run; outputs/<exp>_full/ as above, without test predictions."""
     source = RunPaths(cfg)
     src_cv = read_cv(source)
-    if run_kind(source) not in ("kfold", "pseudo"):
+    if run_kind(source, src_cv) not in ("kfold", "pseudo"):
         raise ConfigError(f"{source.dir} is not a k-fold run; train.full_fit=true needs EXP=<the k-fold experiment>")
     saved = flatten(read_yaml(source.config))
     changed = sorted(k for k, v in flatten(to_dict(cfg)).items()
