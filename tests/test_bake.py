@@ -14,6 +14,8 @@ from conftest import COMBOS, ROOT, bake_into, make
 
 SRC = [  # src/<package>/..., the layers and the stages (one module or folder per make target)
     "__init__", "__main__", "check", "config", "folds", "train", "predict", "submit", "pseudo", "sanity", "leaderboard",
+    "rehearse", "package/__init__", "package/__main__", "package/budget", "package/contents", "package/kaggle",
+    "package/script",
     "core/__init__", "core/atomic", "core/cli", "core/config", "core/errors", "core/labels", "core/metric_table",
     "core/metrics", "core/records", "core/rundir", "core/schema",
     "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
@@ -22,7 +24,7 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking",
     "training/tricks/__init__", "training/tricks/adversarial", "training/tricks/averaging",
     "training/tricks/losses", "training/tricks/rdrop",
-    "inference/__init__", "inference/models", "inference/predictor",
+    "inference/__init__", "inference/combine", "inference/models", "inference/offline", "inference/predictor",
     "ensemble/__init__", "ensemble/__main__", "ensemble/blend", "ensemble/members",
     "eda/__init__", "eda/__main__", "eda/report", "demo/__init__", "demo/__main__",
 ]
@@ -35,7 +37,7 @@ COMMON = {
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume",
-                                "test_nonfinite", "crash_run", "test_layers")],
+                                "test_nonfinite", "crash_run", "test_layers", "test_package")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/demo/image.py", "src/{pkg}/eda/image.py",

@@ -16,6 +16,7 @@ from helpers import like_demo, mod, run_cli
 
 config, data, folds_mod, metrics, targets = mod("core.config"), mod("data.files"), mod("data.splits"), mod("core.metrics"), mod("core.labels")
 blend = mod("ensemble.blend")
+combine = mod("inference.combine")
 
 
 class Comp:
@@ -252,7 +253,7 @@ def test_stacking_cv_is_out_of_fold_and_lower_than_an_in_sample_fit(comp, capsys
 
     def fit_predict(train_rows, rows):
         out = []
-        for X, t in zip(blend.stack_features(P, comp.problem), blend.stack_targets(comp.y, comp.problem)):
+        for X, t in zip(combine.stack_features(P, comp.problem), blend.stack_targets(comp.y, comp.problem)):
             model = clone(est).fit(X[train_rows], t[train_rows])
             out.append(model.predict(X[rows]) if comp.problem == "regression" else model.predict_proba(X[rows]))
         return out[0] if comp.problem in ("binary", "multiclass") else \

@@ -48,6 +48,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_list(root: Path, skip: tuple[str, ...] = ("MANIFEST.json",)) -> list[dict]:
+    """Every file under root (but those named in skip) with its size and sha256, in path order: a bundle's
+    MANIFEST.json, and what make package-test compares it with."""
+    files = sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name not in skip)
+    return [{"path": p.relative_to(root).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in files]
+
+
 def data_fingerprint(files: list[Path]) -> dict[str, str]:
     """{str(path): sha256} of the competition files that exist (images folders are not hashed)."""
     return {str(f): file_sha256(Path(f)) for f in files if Path(f).is_file()}

@@ -16,11 +16,13 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/<exp>/predict.json      the TTA views / reduce / models behind test_preds.csv
     outputs/<exp>/fold<k>/pseudo_labels.csv   pseudo runs: the rows and targets fold k trained on
     outputs/<exp>/seed<s>/model.pt  full-fit runs          outputs/<ens>/oof_corr.png  ensembles
+    outputs/<ens>/meta_models.pkl   stack ensembles: the fold meta-models that predict test
     submissions/<exp>.csv
     outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png / samples.txt)
     outputs/eda/                    make eda (report.md, *.png, summary.json)
     outputs/leaderboard.csv         make leaderboard
     outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)
+    packages/<bundle>/              make package: a Kaggle Dataset + notebook (BundlePaths below)
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ class RunPaths:
     oof_notta = property(lambda s: s.dir / "oof_preds_notta.csv")
     predict_record = property(lambda s: s.dir / "predict.json")
     corr_plot = property(lambda s: s.dir / "oof_corr.png")
+    meta_models = property(lambda s: s.dir / "meta_models.pkl")        # stack ensembles: fold meta-models
     submission = property(lambda s: s.submissions / f"{s.exp}.csv")
     sanity_dir = property(lambda s: s.dir.parent / f"sanity_{s.exp}")  # make sanity: not an experiment
     pretrain_json = property(lambda s: s.dir / "pretrain.json")          # make pretrain: before / after
@@ -101,6 +104,41 @@ class RunPaths:
             raise ConfigError(f"{path} does not exist: run `make {make_target} EXP={self.exp}` first")
         return path
 
+
+
+class BundlePaths:
+    """A code-competition bundle (make package), laid out as a Kaggle Dataset:
+
+        packages/<bundle>/MANIFEST.json            every file with size and sha256, versions, the time projection
+        packages/<bundle>/dataset-metadata.json    kaggle datasets create -p packages/<bundle>
+        packages/<bundle>/kernel-metadata.json     kaggle kernels push -p packages/<bundle>
+        packages/<bundle>/inference.py | .ipynb    install the wheels offline, predict, write submission.csv
+        packages/<bundle>/wheels/                  the project's wheel (+ package.extra_wheels)
+        packages/<bundle>/runs/<exp>/              what inference needs of each run (an ensemble's members too)
+        packages/<bundle>.rehearsal/               make package-test's scratch folder (kept when it fails)
+        packages/<bundle>.rehearsal.json           make package-test's result
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.name = self.root.name
+
+    manifest = property(lambda s: s.root / "MANIFEST.json")
+    dataset_meta = property(lambda s: s.root / "dataset-metadata.json")
+    kernel_meta = property(lambda s: s.root / "kernel-metadata.json")
+    script = property(lambda s: s.root / "inference.py")
+    notebook = property(lambda s: s.root / "inference.ipynb")
+    wheels = property(lambda s: s.root / "wheels")
+    runs = property(lambda s: s.root / "runs")
+    rehearsal = property(lambda s: s.root.parent / f"{s.name}.rehearsal")
+    rehearsal_json = property(lambda s: s.root.parent / f"{s.name}.rehearsal.json")
+
+    def run_dir(self, exp: str) -> Path:
+        return self.runs / exp
+
+
+def bundle_paths(packages: str | Path, name: str) -> BundlePaths:
+    return BundlePaths(Path(packages) / name)
 
 
 def eda_dir(cfg: Config) -> Path:

@@ -197,6 +197,20 @@ class SubmitConfig:
 
 
 @dataclass
+class PackageConfig:
+    # make package EXP=<exp> [NAME=<bundle>]: an offline Kaggle bundle -> packages/<bundle>/
+    owner: str = ""                         # Kaggle user of the dataset / kernel ids; "" = $KAGGLE_USERNAME
+    competition: str = ""                   # competition slug (kernel sources, /kaggle/input/<it>); "" = data.dir's name
+    extra_wheels: list[str] = field(default_factory=list)  # pip names fetched now, or local .whl files
+    half: bool = False                      # fold checkpoints cast to fp16 (half the size; predicts in fp32)
+    test_rows: int = 0                      # rows of the hidden test set for the time projection; 0 = test.csv's
+    time_limit: float = 9.0                 # hours the notebook may run; over the projection = refused; 0 = off
+    sample_rows: int = 64                   # test rows timed per model and view for the projection
+    gpu: bool = True                        # kernel-metadata.json enable_gpu
+    licence: str = "CC0-1.0"                # dataset-metadata.json licence name
+
+
+@dataclass
 class EdaConfig:
     max_rows: int = 20000                   # make eda: rows read per file (a random sample beyond); 0 = all
 
@@ -224,6 +238,7 @@ class PathsConfig:
     outputs: str = "outputs"
     submissions: str = "submissions"
     folds: str = "folds"
+    packages: str = "packages"              # make package: packages/<bundle>/
 
 
 @dataclass
@@ -250,6 +265,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    package: PackageConfig = field(default_factory=PackageConfig)
     eda: EdaConfig = field(default_factory=EdaConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     track: TrackConfig = field(default_factory=TrackConfig)

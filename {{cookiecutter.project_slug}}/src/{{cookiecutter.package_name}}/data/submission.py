@@ -1,6 +1,7 @@
 """The submission's layout: test predictions -> a frame in exactly sample_submission.csv's format (pure).
 
-The stage that writes it is submit.py; data.preflight checks the layout before training.
+The stage that writes it is submit.py (a code-competition bundle: inference/offline.py, through the same
+submission_from_preds); data.preflight checks the layout before training.
 Same ids in the same order and the same columns as the sample. Formats:
   * sample columns are the class labels          -> one probability column per class
   * sample column is the target (binary/multiclass) -> the label, mapped back to its original value
@@ -11,13 +12,15 @@ Refuses, naming the difference, when ids or columns do not match.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from ..core.errors import DataError
 from ..core.labels import CLASSIFICATION, LabelMap
 from ..core.schema import Config
-from .files import data_path
+from .files import data_path, load_sample_submission
 
 PROBA_METRICS = ("roc_auc", "log_loss")
 
@@ -80,3 +83,14 @@ def build_submission(cfg: Config, label_map: LabelMap, preds: pd.DataFrame, samp
                 v = np.clip(np.rint(v), np.ceil(lo), np.floor(hi)).astype(int)
             out[c] = v
     return out
+
+
+def submission_from_preds(cfg: Config, label_map: LabelMap, preds_file: Path, remedy: str) -> pd.DataFrame:
+    """test_preds.csv -> the submission frame (make submit, and a bundle on Kaggle: the same bytes). Refuses
+    predictions whose columns are not the label map's: they would fill the wrong columns. remedy: what to run."""
+    preds = pd.read_csv(preds_file, dtype={cfg.data.id_col: str})
+    cols = [c for c in preds.columns if c != cfg.data.id_col]
+    if cols != label_map.pred_cols:
+        raise DataError(f"{preds_file} holds columns {cols[:10]}, labels.json predicts {label_map.pred_cols[:10]}; "
+                        f"{remedy}")
+    return build_submission(cfg, label_map, preds, load_sample_submission(cfg))

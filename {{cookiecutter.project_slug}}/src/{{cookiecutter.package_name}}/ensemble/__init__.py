@@ -29,7 +29,7 @@ of the fold meta-models). Only folds that every member ran are used. The methods
 are in blend.py, reading and checking the members in members.py; this module writes the run.
 
 Writes outputs/<name>/: config.yaml, labels.json, folds.csv, oof_preds.csv, test_preds.csv, train.log,
-oof_corr.png (members' OOF correlation), cv.json ("kind": "ensemble", cv, cv_in_sample, members' cv on the
+oof_corr.png (members' OOF correlation), meta_models.pkl (stack: the fold meta-models), cv.json ("kind": "ensemble", cv, cv_in_sample, members' cv on the
 same rows, weights
 and fold_weights or meta-model coefficients, oof_from, per-fold scores).
 """
@@ -50,6 +50,7 @@ from ..core.records import finish_record, start_record
 from ..core.rundir import RunPaths, create_run_dir, get_logger, outputs_root, refuse_existing
 from ..core.schema import Config
 from ..data.files import data_path, load_train
+from ..inference.combine import save_meta_models
 from .blend import cross_fit, meta_estimator
 from .members import check_members, read_member
 
@@ -129,7 +130,7 @@ def run(exp: str | None, overrides: list[str], name: str | None = None, exps: st
     if method == "rank" and cfg.metric != "roc_auc":
         notes.append(f"warning: rank averaging discards calibration; it suits roc_auc, the metric here is {cfg.metric}")
 
-    oof, test, info = cross_fit(cfg, label_map, P, T, y, fold, covered, folds_run)
+    oof, test, info, meta_models = cross_fit(cfg, label_map, P, T, y, fold, covered, folds_run)
     on = lambda rows, p: score(cfg.metric, problem, y[rows], p[rows])  # noqa: E731
     result = {"kind": "ensemble", "metric": cfg.metric, "cv": on(covered, oof), **info, "method": method,
               "greater_is_better": METRICS[cfg.metric].greater_is_better,
@@ -148,6 +149,8 @@ def run(exp: str | None, overrides: list[str], name: str | None = None, exps: st
     write_csv(paths.oof, frame(train_ids, oof))
     write_csv(paths.test_preds, frame(ms[0].test[id_col].to_numpy(), test))
     write_with(paths.corr_plot, lambda p: p.write_bytes(png))
+    if meta_models is not None:  # what a code-competition bundle needs to predict test like this run
+        write_with(paths.meta_models, lambda p: save_meta_models(p, meta_models))
     finish_record(paths, status="finished", cv=result["cv"])
     write_json(paths.cv, result)  # last: its presence marks a finished ensemble
     log = get_logger(paths.log)

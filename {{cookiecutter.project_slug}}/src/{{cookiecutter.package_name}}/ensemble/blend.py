@@ -3,8 +3,9 @@
 P (and T for test) is members x rows x prediction columns, as read from oof_preds.csv / test_preds.csv.
 mean, gmean and rank combine every row the same way; weighted (SLSQP), hill (Caruana) and stack (a
 scikit-learn meta-model) are fitted, so cross_fit fits them on the other folds' OOF rows for each fold.
-Reading and checking members is members.py's job, writing the run the stage's (__init__.py); nothing
-here touches a file.
+Applying what was fitted (the methods themselves) is inference/combine.py, shared with code-competition
+bundles; reading and checking members is members.py's job, writing the run the stage's (__init__.py);
+nothing here touches a file.
 """
 from __future__ import annotations
 
@@ -16,36 +17,7 @@ from ..core.errors import ConfigError
 from ..core.labels import CLASSIFICATION, LabelMap
 from ..core.metrics import METRICS, score
 from ..core.schema import Config
-
-EPS = 1e-7  # probability clip before log / logit
-
-
-# ---- combining: P is members x rows x prediction columns ----------------------------------------
-def weighted_mean(P: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Convex combination of the members. Helps whenever members err independently; the safe default.
-    Breaks nothing, but gains little when members are near copies of each other (see oof_corr.png)."""
-    return np.tensordot(w, P, axes=1)
-
-
-def geometric_mean(P: np.ndarray, w: np.ndarray, problem: str) -> np.ndarray:
-    """Weighted geometric mean of probabilities, renormalised. Helps when one confident member should be
-    able to veto a class (it averages logits, not probabilities). Breaks on regression (no probabilities)
-    and is harsh on a member that is confidently wrong: a near-zero probability dominates the product."""
-    g = np.exp(weighted_mean(np.log(np.clip(P, EPS, 1)), w))
-    if problem in CLASSIFICATION:  # softmax outputs: renormalise each row
-        return g / g.sum(1, keepdims=True)
-    return g / (g + np.exp(weighted_mean(np.log(np.clip(1 - P, EPS, 1)), w)))  # per-column Bernoulli
-
-
-def rank_mean(P: np.ndarray, problem: str) -> np.ndarray:
-    """Per-column ranks scaled to [0, 1], averaged. Helps for roc_auc when members are scaled differently
-    (a sharp and a timid model count alike). Breaks calibration: log loss and accuracy of the result mean
-    little, and each row's rank is relative to the rows combined with it (OOF and test are ranked apart)."""
-    from scipy.stats import rankdata
-    out = ((rankdata(P, axis=1) - 1) / max(P.shape[1] - 1, 1)).mean(0)
-    if problem == "multiclass":  # sklearn's multiclass AUC and log loss want rows that sum to 1
-        out = out / np.maximum(out.sum(1, keepdims=True), EPS)
-    return out
+from ..inference.combine import EPS, apply_stack, combine_test, stack_features, weighted_mean
 
 
 def fit_slsqp(P, y, loss) -> np.ndarray:
@@ -108,18 +80,6 @@ def meta_estimator(cfg: Config):
     return path, est
 
 
-def stack_features(P: np.ndarray, problem: str) -> list[np.ndarray]:
-    """One input matrix per meta-model: one model for binary / multiclass, one per target column otherwise.
-    Probabilities enter as logits (log-probabilities for multiclass): a linear meta-model then adds the
-    members' evidence the way their own heads did."""
-    logit = lambda p: np.log(np.clip(p, EPS, 1 - EPS) / (1 - np.clip(p, EPS, 1 - EPS)))  # noqa: E731
-    if problem == "binary":
-        return [logit(P[:, :, 1]).T]
-    if problem == "multiclass":
-        return [np.log(np.clip(P, EPS, 1)).transpose(1, 0, 2).reshape(P.shape[1], -1)]
-    return [(logit(P[:, :, j]) if problem == "multilabel" else P[:, :, j]).T for j in range(P.shape[2])]
-
-
 def stack_targets(y: np.ndarray, problem: str) -> list[np.ndarray]:
     """The targets matching stack_features: the class index, or one column per meta-model."""
     if problem in CLASSIFICATION:
@@ -135,19 +95,6 @@ def fit_stack(P, y, problem: str, est) -> list:
     return [clone(est).fit(X, t) for X, t in zip(stack_features(P, problem), stack_targets(y, problem))]
 
 
-def apply_stack(P, models: list, problem: str) -> np.ndarray:
-    """Predictions of fitted meta-models, in the members' prediction columns."""
-    outs = []
-    for X, est in zip(stack_features(P, problem), models):
-        if problem == "regression":
-            outs.append(est.predict(X))
-            continue
-        proba = np.zeros((len(X), P.shape[2] if problem in CLASSIFICATION else 2))
-        proba[:, np.asarray(est.classes_, dtype=int)] = est.predict_proba(X)  # a fold may lack a class
-        outs.append(proba if problem in CLASSIFICATION else proba[:, 1])
-    return outs[0] if problem in CLASSIFICATION else np.stack(outs, axis=1)
-
-
 def coefficients(models: list, names: list[str], label_map: LabelMap) -> dict:
     """The all-rows meta-models' coef_ (for estimators that have one), by target column."""
     lm = label_map
@@ -160,17 +107,16 @@ def coefficients(models: list, names: list[str], label_map: LabelMap) -> dict:
 
 # ---- honest cross-fitting ------------------------------------------------------------------------
 def cross_fit(cfg: Config, label_map: LabelMap, P, T, y, fold, covered, folds_run: list[int]):
-    """(OOF, test predictions, what cv.json records about the fit) for ensemble.method.
-    Fitted methods are fitted per fold on the other folds' rows, so the OOF stays out-of-fold and its CV
-    is comparable to a member's; fitting on all rows and scoring them (cv_in_sample) is optimistic."""
+    """(OOF, test predictions, what cv.json records about the fit, stack: the fold meta-models) for
+    ensemble.method. Fitted methods are fitted per fold on the other folds' rows, so the OOF stays out-of-fold
+    and its CV is comparable to a member's; fitting on all rows and scoring them (cv_in_sample) is optimistic.
+    Test goes through inference.combine.combine_test, as it does in a code-competition bundle."""
     method, problem, names = cfg.ensemble.method, cfg.problem, cfg.ensemble.members
     uniform = np.full(len(P), 1 / len(P))
     oof = np.full(P.shape[1:], np.nan)
     if method in ("mean", "gmean", "rank"):  # nothing fitted: every row is combined the same way
-        combine = {"mean": lambda Q: weighted_mean(Q, uniform), "rank": lambda Q: rank_mean(Q, problem),
-                   "gmean": lambda Q: geometric_mean(Q, uniform, problem)}[method]
-        oof[covered] = combine(P[:, covered])
-        return oof, combine(T), {"weights": dict(zip(names, uniform.tolist()))}
+        oof[covered] = combine_test(method, problem, P[:, covered])
+        return oof, combine_test(method, problem, T), {"weights": dict(zip(names, uniform.tolist()))}, None
     sign = -1.0 if METRICS[cfg.metric].greater_is_better else 1.0
     # a NaN score (e.g. AUC on rows of one class) must never look best
     loss = lambda t, p: np.nan_to_num(sign * score(cfg.metric, problem, t, p), nan=1e9)  # noqa: E731
@@ -190,8 +136,8 @@ def cross_fit(cfg: Config, label_map: LabelMap, P, T, y, fold, covered, folds_ru
     if method == "stack":
         info.update(meta_model=meta_path, meta_params=cfg.ensemble.meta_params,
                     coefficients=coefficients(final, names, label_map))
-        # the fold meta-models' mean: each was checked out-of-fold, the all-rows one never was
-        return oof, np.mean([apply(T, per_fold[k]) for k in folds_run], axis=0), info
+        fold_models = [per_fold[k] for k in folds_run]
+        return oof, combine_test(method, problem, T, fold_models=fold_models), info, fold_models
     info.update(weights=dict(zip(names, final.tolist())),
                 fold_weights={str(k): dict(zip(names, w.tolist())) for k, w in per_fold.items()})
-    return oof, apply(T, final), info
+    return oof, combine_test(method, problem, T, final), info, None

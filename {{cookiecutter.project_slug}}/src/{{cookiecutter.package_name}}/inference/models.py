@@ -44,5 +44,16 @@ def load_model(mod, label_map: LabelMap, checkpoint: Path, accelerator):
         raise DataError(f"{checkpoint} does not fit the run's labels.json ({label_map.n_outputs} outputs "
                         f"{label_map.pred_cols[:10]}): its {k} has shape {tuple(state[k].shape)}, the model built from "
                         f"labels.json {tuple(shapes[k])}; the checkpoint or labels.json comes from another run")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing / unexpected keys: another architecture than model.name builds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{checkpoint} does not load into the configured model ({first}; {_keys_note(model, state)}); "
+                        f"the checkpoint comes from another model.name or another run") from None
     return accelerator.prepare(model)
+
+
+def _keys_note(model, state: dict) -> str:
+    own = set(model.state_dict())
+    missing, extra = sorted(own - set(state)), sorted(set(state) - own)
+    return f"{len(missing)} missing keys e.g. {missing[:2]}, {len(extra)} unexpected e.g. {extra[:2]}"

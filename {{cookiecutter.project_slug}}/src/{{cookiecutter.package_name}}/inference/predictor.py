@@ -7,7 +7,7 @@ predict_test reads outputs/<exp>/config.yaml (overrides apply on top, e.g. data.
 input folder, train.eval_batch_size, tta.*), labels.json and fold<k>/best.pt (a full-fit run:
 seed<s>/model.pt). Writes fold<k>/test_preds.csv and test_preds.csv: the id column plus the same
 prediction columns as oof_preds.csv, in test.csv order; and predict.json, what made them:
-{"views", "reduce", "batched" (image), "models", "tta_oof"}.
+{"views", "reduce", "batched" (image), "models", "tta_oof", "overrides" (the ARGS given)}.
 
 TTA (modality/tta.py): each model predicts every view in tta.views; the views' probabilities (or values) are
 combined by tta.reduce. With tta.oof=true, every fold model also predicts its own validation rows
@@ -106,36 +106,54 @@ def tta_oof(cfg, paths: RunPaths, label_map: LabelMap, folds: list[int], acceler
     return result
 
 
-def predict_test(exp: str | None, overrides: list[str]) -> None:
-    """make predict: every model of the run on test.csv (+ the TTA'd OOF with tta.oof=true)."""
-    cfg, paths, label_map = open_run(exp, overrides, "predict")
+def predict_models(cfg, paths: RunPaths, label_map: LabelMap, test: pd.DataFrame, accelerator, log,
+                   on_model: Callable[[str, int | None, np.ndarray], None] | None = None) -> np.ndarray:
+    """The mean of every model of the run (folds or full-fit seeds) on the rows of `test`, with cfg.tta's
+    views; on_model(name, fold or None, predictions) after each. make predict and a code-competition bundle
+    (inference/offline.py) both predict through here."""
     models = run_models(paths)
-    folds = [k for _, _, k in models if k is not None]
     mod = get_modality(cfg, paths.backbone)
     check_views(cfg, mod)
-    if cfg.tta.oof and not folds:
-        raise ConfigError(f"config key 'tta.oof': {paths.exp} is a full fit and has no OOF rows; "
-                          f"use it on the k-fold experiment")
-    accelerator = make_accelerator(cfg)
-    log = get_logger(None, accelerator.is_main_process)
-    record = {**describe(cfg), "models": [name for name, _, _ in models], "tta_oof": cfg.tta.oof}
-    log.info(f"predict {paths.exp}: TTA views {record['views']}, reduce {record['reduce']}"
-             + (f", batched {record['batched']}" if "batched" in record else "") + f"; models {record['models']}")
-    test = load_test(cfg)
     if cfg.data.check_inputs:
         mod.check_inputs(test, cfg.data.test_file)
-    ids, id_col = test[cfg.data.id_col], cfg.data.id_col
     predict = view_predictor(cfg, mod, label_map, test, accelerator)
     total = np.zeros((len(test), label_map.n_outputs))
     for name, checkpoint, k in models:
         preds = predict(load_model(mod, label_map, checkpoint, accelerator), f"{name} test")
         accelerator.free_memory()
-        if accelerator.is_main_process and k is not None:
-            write_csv(paths.fold_test_preds(k), preds_frame(ids, id_col, preds, label_map))
+        if on_model is not None:
+            on_model(name, k, preds)
         total += preds
         log.info(f"{name}: predicted {len(test)} test rows")
+    return total / len(models)
+
+
+def predict_test(exp: str | None, overrides: list[str]) -> None:
+    """make predict: every model of the run on test.csv (+ the TTA'd OOF with tta.oof=true)."""
+    cfg, paths, label_map = open_run(exp, overrides, "predict")
+    models = run_models(paths)
+    folds = [k for _, _, k in models if k is not None]
+    check_views(cfg, get_modality(cfg, paths.backbone))
+    if cfg.tta.oof and not folds:
+        raise ConfigError(f"config key 'tta.oof': {paths.exp} is a full fit and has no OOF rows; "
+                          f"use it on the k-fold experiment")
+    accelerator = make_accelerator(cfg)
+    log = get_logger(None, accelerator.is_main_process)
+    # overrides: what a code-competition bundle replays (make package), beside the views they resolved to
+    record = {**describe(cfg), "models": [name for name, _, _ in models], "tta_oof": cfg.tta.oof,
+              "overrides": list(overrides)}
+    log.info(f"predict {paths.exp}: TTA views {record['views']}, reduce {record['reduce']}"
+             + (f", batched {record['batched']}" if "batched" in record else "") + f"; models {record['models']}")
+    test = load_test(cfg)
+    ids, id_col = test[cfg.data.id_col], cfg.data.id_col
+
+    def save_fold(name: str, k: int | None, preds: np.ndarray) -> None:
+        if accelerator.is_main_process and k is not None:
+            write_csv(paths.fold_test_preds(k), preds_frame(ids, id_col, preds, label_map))
+
+    mean = predict_models(cfg, paths, label_map, test, accelerator, log, save_fold)
     if accelerator.is_main_process:
-        write_csv(paths.test_preds, preds_frame(ids, id_col, total / len(models), label_map))
+        write_csv(paths.test_preds, preds_frame(ids, id_col, mean, label_map))
         write_json(paths.predict_record, record)
     log.info(f"{paths.test_preds}: mean of {record['models']}; {paths.predict_record}")
     if cfg.tta.oof:

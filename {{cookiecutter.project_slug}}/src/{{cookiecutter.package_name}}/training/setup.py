@@ -30,7 +30,13 @@ def configure_determinism(on: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
+def make_accelerator(cfg: Config, fresh: bool = False) -> Accelerator:
+    """fresh: forget an earlier Accelerator of this process (Accelerate keeps one state per process), for a
+    process that predicts several runs with their own settings (a code-competition bundle's ensemble)."""
+    if fresh:
+        from accelerate.state import AcceleratorState, GradientState
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' is cuda but no GPU is visible; use auto or cpu")
     on_cpu = cfg.train.device == "cpu" or not torch.cuda.is_available()
