@@ -17,7 +17,7 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "rehearse", "package/__init__", "package/__main__", "package/budget", "package/contents", "package/kaggle",
     "package/script",
     "core/__init__", "core/atomic", "core/cli", "core/config", "core/errors", "core/labels", "core/metric_table",
-    "core/metrics", "core/records", "core/rundir", "core/schema",
+    "core/metrics", "core/records", "core/rundir", "core/schema", "core/tables", "core/lock", "core/launch",
     "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
     "modality/__init__", "modality/tta",
     "training/__init__", "training/checkpoints", "training/fit", "training/fullfit", "training/kfold",
@@ -37,7 +37,7 @@ COMMON = {
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume",
-                                "test_nonfinite", "crash_run", "test_layers", "test_package")],
+                                "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/demo/image.py", "src/{pkg}/eda/image.py",

@@ -15,8 +15,8 @@ import pytest
 from conftest import COMBOS, ROOT, make, run
 
 
-# The per-trick training sweep (marked slow) runs in one image and one text project; the tricks are
-# problem-agnostic there, and their problem-specific parts have unit tests that run everywhere.
+# The slow tests (the per-trick training sweep, bundles, injected faults) run in one image and one text
+# project; they are problem-agnostic there, and their problem-specific parts have tests that run everywhere.
 FULL = {("image", "multiclass"), ("text", "binary")}
 
 

@@ -114,6 +114,7 @@ def test_bundle_holds_what_inference_needs_and_a_manifest_of_it(inside):
     assert f"BUNDLE = 'pk_bundle'" in script and f"PACKAGE = {PKG_NAME!r}" in script
 
 
+@pytest.mark.slow
 def test_fp16_bundle_is_smaller_and_predicts_within_rounding(inside, tmp_path):
     full = package.run("pk", [], name="full32")
     half = package.run("pk", ["package.half=true"], name="half16")
@@ -152,6 +153,7 @@ def _second_member(root: Path, name: str) -> None:
     _stage("predict", "--exp", name, "tta.views=[identity]")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["weighted", "stack"])
 def test_ensemble_bundle_predicts_test_as_make_ensemble_did(inside, tmp_path, method):
     if not (inside / "outputs/pk_id").exists():
@@ -168,6 +170,7 @@ def test_ensemble_bundle_predicts_test_as_make_ensemble_did(inside, tmp_path, me
     assert (tmp_path / "sub.csv").read_bytes() == (inside / f"submissions/ens_{method}.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_projection_over_the_time_limit_is_refused_with_what_each_part_costs(inside):
     with pytest.raises(ConfigError) as e:
         package.run("pk", ["package.time_limit=0.000001", "package.test_rows=1000000"], name="slow")

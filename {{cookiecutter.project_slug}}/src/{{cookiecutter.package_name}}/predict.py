@@ -10,11 +10,17 @@ rewrites oof_preds.csv and cv.json (keeping the training-time ones). How: infere
 from __future__ import annotations
 
 from .core.cli import run_stage
+from .core.lock import hold
+from .core.rundir import outputs_root
 from .inference.predictor import predict_test
 
 
 def run(exp: str | None, overrides: list[str]) -> None:
-    predict_test(exp, overrides)
+    if not exp:
+        predict_test(exp, overrides)  # says to name the experiment
+        return
+    with hold(outputs_root(overrides) / exp, "predict"):  # no second writer of outputs/<exp>/
+        predict_test(exp, overrides)
 
 
 def main(argv=None):

@@ -42,6 +42,8 @@ from .modality import get_modality
 from .training.fit import PseudoRows
 from .training.kfold import train_kfold
 from .training.setup import make_accelerator
+from .core.tables import read_table
+from .core.lock import hold
 
 
 def pseudo_targets(cfg: Config, label_map: LabelMap, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +100,7 @@ def base_predictions(base_cfg: Config, base_paths: RunPaths, label_map: LabelMap
     id_col = base_cfg.data.id_col
     if from_test:
         def read(path, make: str) -> np.ndarray:
-            df = pd.read_csv(base_paths.require(path, make), dtype={id_col: str}).set_index(id_col)
+            df = read_table(base_paths.require(path, make), dtype={id_col: str}).set_index(id_col)
             if list(df.columns) != label_map.pred_cols:
                 raise DataError(f"{path} holds columns {list(df.columns)[:10]}, {base_paths.labels} predicts "
                                 f"{label_map.pred_cols[:10]}; re-run make predict EXP={base_paths.exp}")
@@ -142,7 +144,7 @@ def run(base: str | None, overrides: list[str], name: str | None = None) -> dict
     if cfg.data.check_inputs:
         get_modality(cfg, base_paths.backbone).check_inputs(source, source_name)
     id_col = cfg.data.id_col
-    folds = train[[id_col]].merge(pd.read_csv(base_paths.require(base_paths.folds, "train"), dtype={id_col: str}),
+    folds = train[[id_col]].merge(read_table(base_paths.require(base_paths.folds, "train"), dtype={id_col: str}),
                                   on=id_col, how="left")
     if folds["fold"].isna().any():
         raise DataError(f"{base_paths.folds} lacks {int(folds['fold'].isna().sum())} ids of {cfg.data.train_file}; "
@@ -173,8 +175,9 @@ def run(base: str | None, overrides: list[str], name: str | None = None) -> dict
         for k, df in frames.items():
             write_csv(paths.pseudo_labels(k), df)
 
-    result = train_kfold(cfg, folds_df=folds, extra=extra, before_training=write_labels, kind="pseudo")
-    predict_test(name, [o for o in overrides if not o.startswith("overwrite=")])
+    with hold(RunPaths(cfg).dir, "pseudo"):
+        result = train_kfold(cfg, folds_df=folds, extra=extra, before_training=write_labels, kind="pseudo")
+        predict_test(name, [o for o in overrides if not o.startswith("overwrite=")])
     log.info(f"pseudo round: {base} CV {base_cv['cv']:.5f} -> {name} CV {result['cv']:.5f} ({cfg.metric}, same folds)")
     return result
 

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .core.atomic import write_csv, write_json
 from .core.cli import run_stage
@@ -40,6 +39,7 @@ from .core.errors import ConfigError, TrainingError
 from .core.rundir import RunPaths, bundle_paths, get_logger, open_run, outputs_root
 from .data.files import data_path, load_test
 from .data.submission import submission_from_preds
+from .core.tables import read_table
 
 PACKAGE = __package__
 GUARD = '''"""make package-test's network block: every internet connect and DNS lookup fails, and is logged."""
@@ -149,7 +149,7 @@ def reference(cfg, paths, label_map, out: Path) -> bytes:
 
 
 def largest_difference(ours: Path, theirs: Path, id_col: str) -> float:
-    a, b = (pd.read_csv(p, dtype={id_col: str}).set_index(id_col) for p in (ours, theirs))
+    a, b = (read_table(p, dtype={id_col: str}).set_index(id_col) for p in (ours, theirs))
     return float(np.abs(a.loc[b.index, b.columns].to_numpy() - b.to_numpy()).max())
 
 

@@ -10,9 +10,12 @@ training/fullfit.py, then the test predictions of inference/predictor.py, as mak
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from .core.cli import run_stage
 from .core.config import load
 from .core.errors import ConfigError
+from .core.lock import hold
 from .inference.predictor import predict_test
 from .training.fullfit import run_full_fit
 from .training.kfold import train_kfold
@@ -20,13 +23,15 @@ from .training.kfold import train_kfold
 
 def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
     cfg = load(exp, overrides)
-    if not cfg.train.full_fit:
-        return train_kfold(cfg, resume=resume)
-    if resume:
-        raise ConfigError("RESUME=1 applies to k-fold runs; rerun the full fit (train.full_fit=true) instead")
-    result = run_full_fit(cfg)
-    predict_test(cfg.exp, [])  # every process: predict shards the test rows under DDP too
-    return result
+    folder = Path(cfg.paths.outputs) / (f"{cfg.exp}_full" if cfg.train.full_fit else cfg.exp)
+    with hold(folder, "train"):  # one writer per experiment, overwrite=true or not
+        if not cfg.train.full_fit:
+            return train_kfold(cfg, resume=resume)
+        if resume:
+            raise ConfigError("RESUME=1 applies to k-fold runs; rerun the full fit (train.full_fit=true) instead")
+        result = run_full_fit(cfg)
+        predict_test(cfg.exp, [])  # every process: predict shards the test rows under DDP too
+        return result
 
 
 def main(argv=None):

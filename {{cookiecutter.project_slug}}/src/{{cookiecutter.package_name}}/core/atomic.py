@@ -23,6 +23,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # e.g. torch.save on a full disk: say which file could not be written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -25,6 +25,31 @@ from .errors import DataError, rows_message
 CLASSIFICATION = ("binary", "multiclass")
 
 
+def _spelling_key(value: str) -> str:
+    """What two spellings of one label share: the stripped text, or the number it writes ("1", "1.0", " 1")."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if np.isfinite(number) else text
+
+
+def check_spellings(s: pd.Series, col: str, file: str) -> None:
+    """Labels that are one value written two ways ("1" and "1.0", "3" and "3 ") would be two classes: refused,
+    naming the spellings and how many rows use each, so the file is fixed rather than guessed at."""
+    raw = s.astype(str)
+    counts = raw.value_counts()
+    groups: dict[str, list[str]] = {}
+    for spelling in counts.index:
+        groups.setdefault(_spelling_key(spelling), []).append(spelling)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(f"{v!r} ({counts[v]} rows)" for v in g) for g in clashes[:3])
+        raise DataError(f"{file} column '{col}' writes one label in several ways: {shown}; they would be separate "
+                        f"classes. Write each label one way in {file}")
+
+
 def _natural_key(values: list[str]) -> list[str]:
     try:
         return sorted(values, key=float)
@@ -59,6 +84,10 @@ class LabelMap:
             if id_col in label_map.classes:
                 raise DataError(f"label '{id_col}' equals the id column's name; rename data.id_col or the label")
         elif problem == "regression":
+            const = [c for c, v in zip(target_cols, values.T) if np.all(v == v[0])]
+            if const:
+                raise DataError(f"{file} column(s) {const} hold one value in every row ({values[0, 0]:g} ...): a "
+                                f"constant target leaves nothing to learn; check data.target_cols")
             label_map.mean = values.mean(0).tolist()
             label_map.std = [s if s > 0 else 1.0 for s in values.std(0).tolist()]
             label_map.low, label_map.high = values.min(0).tolist(), values.max(0).tolist()
@@ -72,12 +101,15 @@ class LabelMap:
         out = []
         for col in self.target_cols:
             s = df[col]
-            empty = s.isna() | (s.astype(str).str.strip() == "")
+            text = s.astype(str).str.strip()
+            # "nan" in a target is a NaN written as text (str(float('nan'))); "NA", "None" stay labels
+            empty = s.isna() | (text == "") | (text.str.lower() == "nan")
             if empty.any():
                 raise DataError(f"{file} column '{col}' has an empty or NaN target at "
                                 f"{rows_message(df, empty, id_col)}; "
                                 f"fill or drop those rows")
             if self.problem in CLASSIFICATION:
+                check_spellings(s, col, file)
                 out.append(s.astype(str).str.strip().to_numpy())
                 continue
             num = pd.to_numeric(s, errors="coerce")
@@ -88,6 +120,10 @@ class LabelMap:
             inf = ~np.isfinite(num.to_numpy(dtype=float))
             if inf.any():
                 raise DataError(f"{file} column '{col}' has an infinite target at {rows_message(df, inf, id_col)}")
+            big = np.abs(num.to_numpy(dtype=float)) > np.finfo(np.float32).max
+            if big.any():  # the model computes in float32: these would become inf
+                raise DataError(f"{file} column '{col}' has targets beyond float32's range (|x| > 3.4e38) at "
+                                f"{rows_message(df, big, id_col)}; rescale the column (e.g. log) before training")
             if self.problem == "multilabel" and not num.isin([0, 1]).all():
                 bad = ~num.isin([0, 1])
                 raise DataError(f"{file} column '{col}' must hold 0 or 1 for multilabel, "

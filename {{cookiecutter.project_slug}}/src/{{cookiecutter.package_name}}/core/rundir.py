@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -39,9 +40,26 @@ from .config import CONFIG_DIR, load, parse_overrides, read_yaml
 from .errors import ConfigError, DataError
 from .labels import LabelMap
 from .schema import Config
+from .tables import read_table
 
 # cv.json's "kind": what made the run (make train, train.full_fit=true, make ensemble, make pseudo)
 KINDS = ("kfold", "full_fit", "ensemble", "pseudo")
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# folders of outputs/ that other stages write: an experiment of that name would mix with them
+RESERVED = ("eda", "tracking", "errors")
+
+
+def check_run_name(name: str, var: str = "EXP") -> None:
+    """A name that becomes a folder (outputs/<EXP>/, packages/<NAME>/): one a folder can hold, not another
+    stage's folder, not hidden."""
+    if not NAME.match(name) or name.endswith((".", ".lock")):
+        raise ConfigError(f"{var}={name!r} cannot name a folder: use 1-100 letters, digits, '.', '_' or '-', "
+                          f"starting with a letter or digit (no spaces or slashes)")
+    if name in RESERVED or name.startswith("sanity_") or name.endswith(".rehearsal"):
+        raise ConfigError(f"{var}={name!r} is the name of a folder another stage writes (outputs/eda, "
+                          f"outputs/tracking, outputs/errors, outputs/sanity_<exp>); choose another")
 
 
 class RunPaths:
@@ -168,7 +186,10 @@ def refuse_existing(paths: RunPaths, overwrite: bool) -> None:
     """The overwrite rule: a run folder that holds anything is only replaced with overwrite=true. Stages call
     it before any expensive work, and create_run_dir calls it again before it deletes anything."""
     if paths.dir.exists() and any(paths.dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{paths.dir} already holds experiment '{paths.exp}'; choose a new EXP name "
+        resumable = paths.config.is_file() and not paths.cv.is_file() and any(paths.dir.glob("fold*/"))
+        hint = (f"it stopped before the end: continue it with RESUME=1 (make train EXP={paths.exp} RESUME=1), "
+                f"or " if resumable else "")
+        raise ConfigError(f"{paths.dir} already holds experiment '{paths.exp}'; {hint}choose a new EXP name "
                           f"or pass ARGS=\"overwrite=true\" to replace it")
 
 
@@ -205,7 +226,7 @@ def open_run(exp: str | None, overrides: list[str], stage: str) -> tuple[Config,
     paths = RunPaths(cfg)
     label_map = LabelMap.load(paths.require(paths.labels, "train"))
     if paths.oof.exists():  # written at training from the same map: an edited or swapped labels.json shows here
-        trained = [c for c in pd.read_csv(paths.oof, nrows=0).columns if c != cfg.data.id_col]
+        trained = [c for c in read_table(paths.oof, nrows=0).columns if c != cfg.data.id_col]
         if trained != label_map.pred_cols:
             raise DataError(f"{paths.labels} predicts {label_map.pred_cols[:10]} but the run was trained for "
                             f"{trained[:10]} ({paths.oof}); restore the run's own labels.json or re-run "

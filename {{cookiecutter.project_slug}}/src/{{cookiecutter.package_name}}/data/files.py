@@ -14,6 +14,7 @@ import pandas as pd
 from ..core.errors import DataError, rows_message
 from ..core.labels import CLASSIFICATION
 from ..core.schema import Config
+from ..core.tables import read_table
 
 
 def data_path(cfg: Config, name: str) -> Path:
@@ -34,7 +35,7 @@ def read_csv(cfg: Config, name: str, dtype: dict | None = None) -> pd.DataFrame:
         raise DataError(f"{path} not found; set data.dir to the folder holding the competition files")
     dtype = {cfg.data.id_col: str, **(dtype or {})}
     try:
-        df = pd.read_csv(path, dtype=dtype)
+        df = read_table(path, dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not a readable CSV: {e}") from None
     check_header(df, path)
@@ -100,6 +101,8 @@ def load_train(cfg: Config) -> pd.DataFrame:
 def load_test(cfg: Config) -> pd.DataFrame:
     df = read_csv(cfg, cfg.data.test_file, label_dtype(cfg))
     path = data_path(cfg, cfg.data.test_file)
+    if df.empty:  # known before training: there would be nothing to predict or submit
+        raise DataError(f"{path} has a header but no rows; the submission needs its ids")
     require_features(cfg, df, path)
     return df
 

@@ -21,6 +21,7 @@ from ..core.atomic import write_csv
 from ..core.errors import DataError
 from ..core.labels import CLASSIFICATION, LabelMap
 from ..core.schema import Config
+from ..core.tables import read_table
 
 
 def folds_file(cfg: Config) -> Path:
@@ -82,18 +83,43 @@ def make_folds(cfg: Config, train: pd.DataFrame, label_map: LabelMap) -> pd.Data
     return out.iloc[np.argsort(out[id_col].map(order).to_numpy())].reset_index(drop=True)
 
 
+def check_fold_classes(cfg: Config, train: pd.DataFrame, folds: pd.DataFrame, label_map: LabelMap) -> None:
+    """roc_auc is undefined on rows of one class (binary, multiclass) or on a multilabel column of one value:
+    refused for train.csv as a whole and for every fold's validation rows, before any fold trains (group folds
+    and rare multilabel columns can leave a fold without a class that stratification keeps elsewhere)."""
+    if cfg.metric != "roc_auc":
+        return
+    y = label_map.encode(train, cfg.data.id_col, cfg.data.train_file)
+    y = y[:, None] if y.ndim == 1 else y
+    fold = folds["fold"].to_numpy()
+    names = label_map.target_cols if label_map.problem == "multilabel" else [label_map.target_cols[0]]
+    for rows, where in [(np.ones(len(y), bool), cfg.data.train_file)] + \
+            [(fold == k, f"fold {k}'s validation rows") for k in (cfg.train.folds or range(cfg.train.n_folds))]:
+        for j, col in enumerate(names):
+            values = np.unique(y[rows, j])
+            if len(values) < 2:
+                shown = label_map.classes[int(values[0])] if label_map.problem in CLASSIFICATION and len(values) \
+                    else (values.tolist() or "no rows")
+                raise DataError(f"metric roc_auc is undefined for {where}: column '{col}' holds only {shown}; "
+                                f"choose another metric, or other folds (data.group_col, train.n_folds)"
+                                + (", or drop the column" if label_map.problem == "multilabel" else ""))
+
+
 def load_or_make_folds(cfg: Config, train: pd.DataFrame, label_map: LabelMap) -> pd.DataFrame:
-    """The folds for this data set in train.csv row order; made and saved on first use."""
+    """The folds for this data set in train.csv row order; made and saved on first use (after the checks)."""
     path = folds_file(cfg)
     id_col = cfg.data.id_col
     if path.exists():
-        folds = pd.read_csv(path, dtype={id_col: str})
+        folds = read_table(path, dtype={id_col: str})
         if set(folds[id_col]) != set(train[id_col]) or len(folds) != len(train):
             raise DataError(f"{path} was made for a different {cfg.data.train_file} (ids differ); "
                             f"delete it to make new folds, or point paths.folds elsewhere")
         if sorted(folds["fold"].unique()) != list(range(cfg.train.n_folds)):
             raise DataError(f"{path} does not hold folds 0..{cfg.train.n_folds - 1}; delete it to remake")
-        return train[[id_col]].merge(folds, on=id_col, how="left")
+        folds = train[[id_col]].merge(folds, on=id_col, how="left")
+        check_fold_classes(cfg, train, folds, label_map)
+        return folds
     folds = make_folds(cfg, train, label_map)
+    check_fold_classes(cfg, train, train[[id_col]].merge(folds, on=id_col, how="left"), label_map)
     write_csv(path, folds)
     return folds

@@ -21,6 +21,7 @@ from ..core.errors import DataError
 from ..core.labels import CLASSIFICATION, LabelMap
 from ..core.schema import Config
 from .files import data_path, load_sample_submission
+from ..core.tables import read_table
 
 PROBA_METRICS = ("roc_auc", "log_loss")
 
@@ -88,7 +89,7 @@ def build_submission(cfg: Config, label_map: LabelMap, preds: pd.DataFrame, samp
 def submission_from_preds(cfg: Config, label_map: LabelMap, preds_file: Path, remedy: str) -> pd.DataFrame:
     """test_preds.csv -> the submission frame (make submit, and a bundle on Kaggle: the same bytes). Refuses
     predictions whose columns are not the label map's: they would fill the wrong columns. remedy: what to run."""
-    preds = pd.read_csv(preds_file, dtype={cfg.data.id_col: str})
+    preds = read_table(preds_file, dtype={cfg.data.id_col: str})
     cols = [c for c in preds.columns if c != cfg.data.id_col]
     if cols != label_map.pred_cols:
         raise DataError(f"{preds_file} holds columns {cols[:10]}, labels.json predicts {label_map.pred_cols[:10]}; "

@@ -46,6 +46,7 @@ from ..core.cli import run_stage
 from ..core.config import dump, load, parse_overrides
 from ..core.errors import ConfigError, DataError
 from ..core.metrics import METRICS, score
+from ..core.lock import hold
 from ..core.records import finish_record, start_record
 from ..core.rundir import RunPaths, create_run_dir, get_logger, outputs_root, refuse_existing
 from ..core.schema import Config
@@ -107,6 +108,11 @@ def open_ensemble(name: str | None, exps: str | None, overrides: list[str]) -> t
 def run(exp: str | None, overrides: list[str], name: str | None = None, exps: str | None = None) -> dict:
     """EXP plays no part: the ensemble is named by --name (NAME=) and its members by --exps (EXPS=)."""
     cfg, root = open_ensemble(name, exps, overrides)
+    with hold(root / cfg.exp, "ensemble"):
+        return write_ensemble(cfg, root, overrides)
+
+
+def write_ensemble(cfg: Config, root: Path, overrides: list[str]) -> dict:
     paths, names, method, problem, id_col = RunPaths(cfg), cfg.ensemble.members, cfg.ensemble.method, \
         cfg.problem, cfg.data.id_col
     refuse_existing(paths, cfg.overwrite)  # before any work

@@ -13,6 +13,7 @@ from ..core.config import load
 from ..core.errors import ConfigError, DataError
 from ..core.labels import LabelMap
 from ..core.schema import Config
+from ..core.tables import read_table
 
 OWN_FILES = {"config.yaml": "train", "labels.json": "train", "cv.json": "train", "test_preds.csv": "predict"}
 OOF_FILES = {"labels.json": "train", "cv.json": "train", "folds.csv": "train", "oof_preds.csv": "train"}
@@ -49,7 +50,7 @@ def read_member(root: Path, name: str, id_col: str) -> Member:
     if LabelMap.load(root / src / "labels.json") != label_map:
         raise DataError(f"ensemble member '{name}' and its cv_source '{src}' have different labels.json")
     cfg = load(name, [], base=root / name / "config.yaml")
-    read = lambda p: pd.read_csv(p, dtype={id_col: str})  # noqa: E731
+    read = lambda p: read_table(p, dtype={id_col: str})  # noqa: E731
     return Member(name, src, label_map, cfg.metric, read(root / src / "oof_preds.csv"),
                   read(root / name / "test_preds.csv"),
                   read(root / src / "folds.csv"), [int(k) for k in cv["folds_run"]],

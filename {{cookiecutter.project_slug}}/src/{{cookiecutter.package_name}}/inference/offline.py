@@ -20,7 +20,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..core.atomic import write_csv, write_json
 from ..core.errors import ConfigError
@@ -30,6 +29,7 @@ from ..data.submission import submission_from_preds
 from ..training.setup import make_accelerator
 from .combine import combine_test, load_meta_models
 from .predictor import predict_models
+from ..core.tables import read_table
 
 # make predict ARGS that say where things are on the machine that trained, not how to predict
 LOCAL_KEYS = ("data.dir", "paths.", "train.device", "tta.oof", "overwrite", "model.weights")
@@ -106,7 +106,7 @@ class BundleRun:
 
     def ensemble(self, cfg, paths, label_map, out: Path) -> None:
         members, method, id_col = cfg.ensemble.members, cfg.ensemble.method, cfg.data.id_col
-        tests = [pd.read_csv(self.preds(m), dtype={id_col: str}) for m in members]
+        tests = [read_table(self.preds(m), dtype={id_col: str}) for m in members]
         T = np.stack([t[label_map.pred_cols].to_numpy(np.float64) for t in tests])
         cv = read_cv(paths)
         weights = [cv["weights"][m] for m in members] if method in ("weighted", "hill") else None

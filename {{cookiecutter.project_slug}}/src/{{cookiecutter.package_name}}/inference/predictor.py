@@ -36,6 +36,7 @@ from ..modality.tta import check_views, describe, reduce_views
 from ..training.loop import infer
 from ..training.setup import check_batch_split, make_accelerator
 from .models import load_model, run_models
+from ..core.tables import read_table
 
 
 def view_predictor(cfg, mod, label_map: LabelMap, df: pd.DataFrame, accelerator) -> Callable[[object, str], np.ndarray]:
@@ -78,7 +79,7 @@ def tta_oof(cfg, paths: RunPaths, label_map: LabelMap, folds: list[int], acceler
     id_col = cfg.data.id_col
     cv = read_cv(paths)
     train = load_train(cfg)
-    fold_of = pd.read_csv(paths.require(paths.folds, "train"), dtype={id_col: str}).set_index(id_col)["fold"]
+    fold_of = read_table(paths.require(paths.folds, "train"), dtype={id_col: str}).set_index(id_col)["fold"]
     if set(fold_of.index) != set(train[id_col]):
         raise DataError(f"{paths.folds} and {cfg.data.dir}/{cfg.data.train_file} hold different ids; tta.oof "
                         f"needs the rows {paths.exp} was trained on (set data.dir)")

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..core.cli import run_stage
 from ..core.config import load
 from ..core.errors import ConfigError
+from ..core.lock import hold
 from ..core.rundir import BundlePaths, bundle_paths, get_logger, open_run, outputs_root
 from ..inference.offline import versions
 from .budget import check_budget, human, projection, startup_seconds, time_run
@@ -58,6 +59,11 @@ def run(exp: str | None, overrides: list[str], name: str | None = None) -> Path:
     if not (PROJECT / "pyproject.toml").is_file():
         raise ConfigError(f"make package builds the project's wheel from {PROJECT / 'pyproject.toml'}, which does "
                           f"not exist: run it in the project folder")
+    with hold(bundle.root, "package"):
+        return build(exp, overrides, name, own, bundle)
+
+
+def build(exp: str, overrides: list[str], name: str, own, bundle: BundlePaths) -> Path:
     root = outputs_root(overrides)
     runs = collect_runs(root, exp)
     cfg, _, _ = open_run(exp, [f"paths.outputs={root}"], "package")

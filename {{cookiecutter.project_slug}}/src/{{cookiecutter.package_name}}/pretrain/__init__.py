@@ -41,6 +41,7 @@ import torch
 from accelerate.utils import set_seed
 
 from ..core.atomic import atomic_path, write_json, write_text
+from ..core.lock import hold
 from ..core.cli import run_stage
 from ..core.config import dump, load
 from ..core.errors import ConfigError, DataError
@@ -199,6 +200,11 @@ class Pretraining:
 
 def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
     cfg = load(exp, overrides)
+    with hold(RunPaths(cfg).dir, "pretrain"):  # one writer per experiment
+        return pretrain(cfg, resume)
+
+
+def pretrain(cfg, resume: bool) -> dict:
     check_config(cfg)
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)

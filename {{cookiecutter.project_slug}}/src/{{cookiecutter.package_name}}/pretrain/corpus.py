@@ -8,7 +8,6 @@ shared training loop.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import DataCollatorForLanguageModeling
 
@@ -16,6 +15,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.schema import Config, PretrainConfig
 from ..data.files import data_path, load_test, load_train, require_columns
 from ..modality.text import join_texts
+from ..core.tables import read_table
 
 
 def read_corpus(cfg: Config, sep: str) -> list[str]:
@@ -29,7 +29,7 @@ def read_corpus(cfg: Config, sep: str) -> list[str]:
         if path.suffix == ".txt":
             texts += path.read_text(encoding="utf-8", errors="replace").splitlines()
         elif path.suffix == ".csv":
-            df = pd.read_csv(path, dtype=str)
+            df = read_table(path, dtype=str)
             require_columns(df, cols, path, "data.text_cols (pretrain.extra_files)")
             texts += join_texts(df, cols, sep)
         else:

@@ -36,6 +36,7 @@ from ..core.config import dump, flatten, read_yaml
 from ..core.errors import ConfigError
 from ..core.rundir import RunPaths
 from ..core.schema import Config
+from ..core.tables import read_table
 
 # Keys a resumed run may change: they do not touch the training numbers.
 FREE = ("exp", "overwrite", "train.progress", "track.", "tta.", "infer.", "submit.", "eda.", "sanity.",
@@ -139,7 +140,7 @@ def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list) -> 
 def read_done(paths: RunPaths, k: int, id_col: str, ids: pd.Series) -> tuple[dict, np.ndarray]:
     """A finished fold's marker and its OOF predictions, read back bit-exactly (shortest repr round trip)."""
     done = json.loads(paths.fold_done(k).read_text())
-    oof = pd.read_csv(paths.fold_oof(k), dtype={id_col: str}, float_precision="round_trip")
+    oof = read_table(paths.fold_oof(k), dtype={id_col: str}, float_precision="round_trip")
     if oof[id_col].tolist() != ids.tolist():
         raise ConfigError(f"{paths.fold_oof(k)} holds other rows than fold {k} of {paths.folds}; "
                           f"the run cannot be resumed: start a new EXP")
@@ -180,7 +181,7 @@ def check_resumable(cfg: Config, paths: RunPaths, folds: pd.DataFrame, data_hash
             if file in saved and saved[file] != digest:
                 raise ConfigError(f"RESUME=1: {file} changed since the run started (sha256 differs); "
                                   f"start a new EXP for the new data")
-    saved_folds = pd.read_csv(paths.folds, dtype={cfg.data.id_col: str})
+    saved_folds = read_table(paths.folds, dtype={cfg.data.id_col: str})
     if not saved_folds.reset_index(drop=True).equals(folds.reset_index(drop=True)):
         raise ConfigError(f"RESUME=1: the folds differ from the run's {paths.folds} (folds file or data.fold_seed "
                           f"changed); start a new EXP")

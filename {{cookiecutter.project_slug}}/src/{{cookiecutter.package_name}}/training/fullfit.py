@@ -37,6 +37,7 @@ from ..modality import get_modality
 from .checkpoints import save_weights
 from .fit import build_tricks, final_model, fit_epoch, prepare_fit
 from .setup import check_batch_split, make_accelerator, processes
+from ..core.tables import read_table
 
 # keys a full fit may change without making its CV run's figures meaningless for it
 FREE = ("exp", "overwrite", "train.full_fit", "train.seeds", "train.epochs", "train.folds", "train.progress",
@@ -98,7 +99,7 @@ def run_full_fit(cfg: Config) -> dict:
         write_text(paths.config, dump(cfg))
         start_record(paths, data_files=competition_files(cfg), **processes(cfg, accelerator))
         label_map.save(paths.labels)
-        write_csv(paths.folds, pd.read_csv(source.require(source.folds, "train"), dtype={cfg.data.id_col: str}))
+        write_csv(paths.folds, read_table(source.require(source.folds, "train"), dtype={cfg.data.id_col: str}))
         mod.save_assets(paths.backbone)
     accelerator.wait_for_everyone()
     log = get_logger(paths.log if accelerator.is_main_process else None, accelerator.is_main_process)
