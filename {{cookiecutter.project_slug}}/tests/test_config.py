@@ -1,5 +1,6 @@
 """The config schema: one typed source, YAML layers, dotted overrides, errors that name the key."""
 import dataclasses
+import json
 import types
 import typing
 
@@ -116,3 +117,39 @@ def test_mapping_keys_take_a_mapping_and_refuse_anything_else(workdir):
     assert cfg.ensemble.meta_params == {"C": 0.5, "max_iter": 200}
     with pytest.raises(config.ConfigError, match="ensemble.meta_params"):
         config.load("demo", ["ensemble.meta_params=3"])
+
+
+def test_auto_defaults_follow_the_backbone_and_the_metric(workdir, tmp_path):
+    """train.lr and loss.label_smoothing are `auto` in default.yaml and numbers once loaded."""
+    auto = mod("core.auto")
+    base = ["train.lr=auto", "loss.label_smoothing=auto"]
+    task = config.load("demo").task
+    pre = config.load("demo", [*base, "model.pretrained=true"])
+    scratch = config.load("demo", [*base, "model.pretrained=false"])
+    assert scratch.train.lr == (auto.IMAGE_LR["scratch"] if task == "image" else auto.TEXT_LR_SCRATCH)
+    if task == "image":  # the demo's test_resnet is a BatchNorm CNN; LayerNorm families get transformer rates
+        assert pre.train.lr == auto.IMAGE_LR["batchnorm"]
+        vit = config.load("demo", [*base, "model.pretrained=true", "model.name=timm/vit_small_patch16_224"])
+        assert vit.train.lr == auto.IMAGE_LR["layernorm"] < pre.train.lr
+    else:  # by the width in the model folder's config.json, or guessed from a hub id
+        rates = {}
+        for width in (32, 768, 1024):
+            folder = tmp_path / f"m{width}"
+            folder.mkdir()
+            (folder / "config.json").write_text(json.dumps({"hidden_size": width}))
+            rates[width] = config.load("demo", [*base, "model.pretrained=true", f"model.name={folder}"]).train.lr
+        assert rates == {32: 1e-4, 768: 3e-5, 1024: 1e-5}
+        assert config.load("demo", [*base, "model.name=microsoft/deberta-v3-large"]).train.lr == 1e-5
+    assert config.load("demo", [*base, "train.lr=0.01"]).train.lr == 0.01
+    if pre.problem in ("binary", "multiclass"):
+        assert config.load("demo", [*base, "metric=accuracy"]).loss.label_smoothing == 0.1
+        assert config.load("demo", [*base, "metric=log_loss"]).loss.label_smoothing == 0.0
+    else:
+        assert pre.loss.label_smoothing == 0.0
+    saved = workdir / "saved.yaml"
+    saved.write_text(config.dump(pre))
+    flat = config.flatten(yaml.safe_load(saved.read_text()))
+    assert isinstance(flat["train.lr"], float) and isinstance(flat["loss.label_smoothing"], float)
+    assert config.load(base=saved).train.lr == pre.train.lr
+    with pytest.raises(config.ConfigError, match="train.lr.*number or auto"):
+        config.load("demo", ["train.lr=fast"])

@@ -32,6 +32,9 @@ def test_eda_writes_every_section_and_sees_no_shift_in_the_demo_split(tiny, work
     if cfg.task == "text":
         assert summary["text"]["max_len_95"] <= summary["text"]["max_len_99"]
         assert f"(now {cfg.data.max_len})" in report
+    else:  # the demo's own augmentation (none: digits) is listed with what each transform would assume
+        assert "### Training augmentations" in report and "no per-image training augmentation" in report
+        assert summary["image"]["augmentations"] == ["no per-image training augmentation (aug.train)"]
 
 
 def other_label(value: str, column: pd.Series, problem: str) -> str:

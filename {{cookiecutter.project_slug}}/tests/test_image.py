@@ -85,3 +85,51 @@ def test_training_transforms_augment_and_validation_transforms_do_not(workdir):
     train = m.transform(train=True)(image=x)["image"]
     valid = m.transform(train=False)(image=x)["image"]
     assert np.allclose(train[:, ::-1], valid)
+
+
+def _left_bright(side: int = 16) -> np.ndarray:
+    x = np.zeros((side, side, 3), np.uint8)
+    x[:, : side // 2] = 255
+    return x
+
+
+def _mirrored_share(cfg, draws: int = 60) -> float:
+    """Share of augmented draws of a left-bright image whose right half came out brighter (a mirror)."""
+    t = image.Modality(cfg).transform(train=True)
+    t.set_random_seed(0)
+    flips = 0
+    for _ in range(draws):
+        out = t(image=_left_bright())["image"].mean(axis=(0, 2))
+        flips += out[8:].mean() > out[:8].mean()
+    return flips / draws
+
+
+def test_the_default_light_preset_never_mirrors_and_medium_does(workdir):
+    """light is the default because it keeps the label of any image (a mirrored 'b' is a 'd'); photos
+    choose medium, whose horizontal flip mirrors about half of the draws."""
+    light = config.load("demo", ["aug.train=preset", "data.image_size=16"])
+    assert light.aug.preset == "light"
+    assert _mirrored_share(light) == 0.0
+    assert 0.3 < _mirrored_share(config.load("demo", ["aug.train=preset", "aug.preset=medium",
+                                                       "data.image_size=16"])) < 0.7
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "medium", "heavy"])
+def test_every_preset_builds_and_keeps_the_image_size(workdir, preset):
+    cfg = config.load("demo", ["aug.train=preset", f"aug.preset={preset}", "data.image_size=24"])
+    t = image.Modality(cfg).transform(train=True)
+    out = t(image=np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))["image"]
+    assert out.shape == (24, 24, 3)
+    lines = mod("modality.augment").describe(cfg.aug, 24)
+    assert lines[0].endswith(":") == (preset != "none") and all("assumes" in x for x in lines[1:])
+
+
+def test_an_explicit_aug_train_list_wins_over_the_preset(workdir):
+    cfg = config.load("demo", ["aug.train=[]", "aug.preset=heavy", "data.image_size=8"])
+    m = image.Modality(cfg)
+    x = _left_bright(8)
+    assert np.array_equal(m.transform(train=True)(image=x)["image"], m.transform(train=False)(image=x)["image"])
+    with pytest.raises(config.ConfigError, match=r"aug.train.*preset"):
+        config.load("demo", ["aug.train=presets"])
+    with pytest.raises(config.ConfigError, match=r"aug.preset.*none, light, medium, heavy"):
+        config.load("demo", ["aug.preset=strong"])

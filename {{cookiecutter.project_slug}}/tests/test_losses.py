@@ -12,7 +12,7 @@ ConfigError = config.ConfigError
 
 PROBLEMS = {
     "binary": ["problem=binary", "metric=roc_auc", "data.target_cols=[y]"],
-    "multiclass": ["problem=multiclass", "metric=accuracy", "data.target_cols=[y]"],
+    "multiclass": ["problem=multiclass", "metric=accuracy", "data.target_cols=[y]", "loss.label_smoothing=0"],
     "multilabel": ["problem=multilabel", "metric=roc_auc", "data.target_cols=[a,b,c]"],
     "regression": ["problem=regression", "metric=rmse", "data.target_cols=[y]"],
 }
@@ -37,6 +37,9 @@ def batch(n=8, c=4, seed=0):
 def test_auto_is_the_plain_loss_of_each_problem(workdir):
     logits, y = batch()
     assert torch.allclose(build("multiclass")(logits, y), F.cross_entropy(logits, y))
+    # accuracy is scored on hard labels: auto smooths the targets by 0.1 (core/auto.py)
+    smoothed = build("multiclass", "loss.label_smoothing=auto")(logits, y)
+    assert torch.allclose(smoothed, F.cross_entropy(logits, y, label_smoothing=0.1))
     assert torch.allclose(build("binary")(logits[:, :2], y % 2), F.cross_entropy(logits[:, :2], y % 2))
     t = (torch.rand(8, 3) > 0.5).float()
     assert torch.allclose(build("multilabel")(logits[:, :3], t), F.binary_cross_entropy_with_logits(logits[:, :3], t))

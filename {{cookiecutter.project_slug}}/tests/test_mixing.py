@@ -14,7 +14,7 @@ if config.load(config_dir=PROJECT / "configs").task != "image":  # the bake remo
 
 mixing, targets = mod("training.tricks.mixing"), mod("core.labels")
 ConfigError = config.ConfigError
-CLS = ["problem=multiclass", "metric=accuracy", "data.target_cols=[y]"]
+CLS = ["problem=multiclass", "metric=accuracy", "data.target_cols=[y]", "loss.label_smoothing=0"]
 SPEC = targets.LabelMap("multiclass", ["y"], classes=["a", "b", "c", "d"])
 
 

@@ -2,6 +2,7 @@
 both fail loudly (exit 1, SANITY FAILED)."""
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +88,18 @@ def test_sanity_trains_through_make_trains_own_loop(tiny, workdir, monkeypatch):
     assert calls and calls[0][1] == 5  # the first epoch may take every step the check asks for
     result = read_result(workdir)
     assert result["steps"] == 5 and result["lr"] == 1e-3
+
+
+def test_sanity_lists_the_augmentations_with_the_symmetry_each_assumes(tiny, workdir, capsys):
+    if mod("core.config").load("demo").task != "image":
+        pytest.skip("text projects have no training augmentation to list")
+    quick = ["sanity.steps=5", "sanity.samples=4", "sanity.max_final_loss_ratio=0.9"]
+    assert run_cli("sanity", "--exp", "demo", *tiny, *quick, "aug.train=preset", "aug.preset=medium") == 0
+    printed = capsys.readouterr().out
+    listed = (workdir / "outputs" / "sanity_demo" / "augmentations.txt").read_text()
+    assert "aug.preset=medium" in listed and "HorizontalFlip" in listed
+    assert "mirrored images keep their label" in listed and "mirrored images keep their label" in printed
+    assert read_result(workdir)["augmentations"] == listed.splitlines()
+    assert run_cli("sanity", "--exp", "demo", *tiny, *quick) == 0  # the demo's aug.train: [] (digits)
+    again = (workdir / "outputs" / "sanity_demo" / "augmentations.txt").read_text()
+    assert again.startswith("no per-image training augmentation (aug.train)")

@@ -15,14 +15,16 @@ checks, in seconds on the demo data:
    loss (mean of the last 5 steps) is above sanity.max_final_loss_ratio x the first step's, the labels, the
    lr or the model's wiring are wrong.
 2. What the model sees: image projects save augmented.png, a grid of training images after the real
-   aug.train transforms (and Mixup / CutMix), de-normalised, titled with their labels; text projects save
+   aug.train / aug.preset transforms (and Mixup / CutMix), de-normalised, titled with their labels, and
+   augmentations.txt, the same transforms listed with the symmetry each assumes (a horizontal flip: mirrored
+   images keep their label), also printed; text projects save
    samples.txt, the tokenised training inputs decoded back (special tokens kept, truncated at data.max_len).
 3. Eval mode: the project's validation pass (training.loop.infer) on the same rows twice, starting each from
    train mode, must give identical predictions (dropout off at validation); and if the model has dropout,
    two forward passes in train mode must differ (dropout does act in training).
 
 Writes outputs/sanity_<exp>/: sanity.json (initial_loss, final_loss, steps, passed, eval_deterministic,
-...), loss.png, augmented.png or samples.txt. Exit code 1, with a line starting SANITY FAILED per failed
+...), loss.png, augmented.png + augmentations.txt or samples.txt. Exit code 1, with a line starting SANITY FAILED per failed
 check, when a check fails; 2 for a config or data error.
 """
 from __future__ import annotations
@@ -139,7 +141,8 @@ def save_augmented(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: n
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .training.tricks.mixing import build_mixer  # image projects only: this branch never runs in a text project
+    from .modality.augment import aug_source  # image projects only: this branch never runs in a text project
+    from .training.tricks.mixing import build_mixer
     n = min(cfg.sanity.samples, len(df))
     gen = torch.Generator().manual_seed(cfg.seed)
     batch = next(iter(mod.loader(df.iloc[:n], y[:n], True, n, generator=gen)))
@@ -162,7 +165,8 @@ def save_augmented(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y: n
         r, c = divmod(k, cols)
         ax.text(c * dx, r * dy + dy - side - 1, caption(label_map, batch["target"][k])[:24], fontsize=7, va="bottom")
     ax.axis("off")
-    ax.set_title(f"aug.train as trained (+ Mixup / CutMix if on), {side}x{side}", fontsize=8, pad=12)
+    ax.set_title(f"{aug_source(cfg.aug)} as trained (+ Mixup / CutMix if on), {side}x{side}; the list and what "
+                 f"each transform assumes: augmentations.txt", fontsize=8, pad=12)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
@@ -182,6 +186,14 @@ def save_text_samples(cfg: Config, mod, label_map: LabelMap, df: pd.DataFrame, y
                   f"tokens={len(ids)}" + (f" (truncated from {len(full[k])})" if len(full[k]) > len(ids) else ""),
                   f"decoded: {decoded}", *([f"tokens:  {pieces}"] if pieces != decoded else []), ""]
     write_text(path, "\n".join(lines))
+
+
+def augmentation_lines(cfg: Config) -> list[str]:
+    """What make train does to each training image, and the symmetry of the data each transform assumes."""
+    if cfg.task != "image":
+        return []
+    from .modality.augment import describe  # image projects only
+    return describe(cfg.aug, cfg.data.image_size)
 
 
 def failed_checks(cfg: Config, scfg: Config, losses: list[float], rows: int, overfit_ok: bool,
@@ -228,9 +240,11 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     limit = cfg.sanity.max_final_loss_ratio * initial
     overfit_ok = bool(np.isfinite(final) and (final <= limit or final <= ABS_FLOOR))
     modes = mode_checks(cfg, real, label_map, df, y, accelerator)
+    augs = augmentation_lines(cfg)
     if cfg.sanity.samples:
         if cfg.task == "image":
             save_augmented(cfg, real, label_map, df, y, out / "augmented.png")
+            write_text(out / "augmentations.txt", "\n".join(augs) + "\n")
         else:
             save_text_samples(cfg, real, label_map, df, y, out / "samples.txt")
     save_step_plot(out / "loss.png", losses, f"{cfg.exp}: {len(df)} rows, lr {scfg.train.lr:g}, no regularisation")
@@ -240,7 +254,7 @@ def run(exp: str | None, overrides: list[str]) -> dict:
               "loss_ratio": final / initial if initial else None,
               "max_final_loss_ratio": cfg.sanity.max_final_loss_ratio,
               "overfit_passed": overfit_ok, "steps": len(losses), "rows": len(df), "lr": scfg.train.lr,
-              "batch_size": min(cfg.train.batch_size, len(df)), **modes, "failures": failures,
+              "batch_size": min(cfg.train.batch_size, len(df)), **modes, "augmentations": augs, "failures": failures,
               "seconds": round(time.time() - t0, 1), "losses": losses}
     write_json(out / "sanity.json", result)
     dropout = ("dropout acts in train mode" if modes["train_mode_stochastic"] else "no dropout in train mode") \
@@ -248,6 +262,8 @@ def run(exp: str | None, overrides: list[str]) -> dict:
     print(f"sanity {cfg.exp}: loss {initial:.4g} -> {final:.4g} in {len(losses)} steps on {len(df)} rows "
           f"(ratio {final / initial if initial else float('nan'):.3g}, limit {cfg.sanity.max_final_loss_ratio}); "
           f"validation {'deterministic' if modes['eval_deterministic'] else 'NOT deterministic'}; {dropout}; -> {out}/")
+    for line in augs:
+        print(f"  {line}")
     if failures:
         for f in failures:
             print(f"SANITY FAILED: {f}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .auto import resolve
 from .errors import ConfigError
 from .metrics import check_metric
 from .schema import CHOICES, TASK_ONLY, TRACKERS, Config
@@ -183,6 +184,9 @@ def check_values(cfg: Config) -> None:
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights not in ("none", "balanced"):
         raise ConfigError(f"config key 'loss.class_weights' is {cfg.loss.class_weights!r}; "
                           f"use none, balanced or a list of numbers")
+    if isinstance(cfg.aug.train, str) and cfg.aug.train != "preset":
+        raise ConfigError(f"config key 'aug.train' is {cfg.aug.train!r}; use preset (the transforms of aug.preset) "
+                          "or a list of albumentations transforms, e.g. [{name: HorizontalFlip, p: 0.5}]")
     if not cfg.tta.views:
         raise ConfigError("config key 'tta.views' must list at least one view, e.g. [identity]")
     if not cfg.data.target_cols:
@@ -227,6 +231,7 @@ def load(exp: str | None = None, overrides: list[str] | None = None, base: Path 
         _merge(cfg, data, "", from_cli=source == "the command line", source=source)
     if exp:
         cfg.exp = exp
+    resolve(cfg)  # `auto` values become numbers: the saved config.yaml holds what the run used
     validate(cfg, explicit)
     return cfg
 

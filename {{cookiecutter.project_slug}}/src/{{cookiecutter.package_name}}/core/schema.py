@@ -56,7 +56,7 @@ class TrainConfig:
     folds: list[int] = field(default_factory=list)   # folds to run; [] = all
     batch_size: int = 32 if TASK == "image" else 16
     eval_batch_size: int = 0                # 0 = 2 x batch_size
-    lr: float = 1e-3 if TASK == "image" else 2e-5
+    lr: float | str = "auto"                # auto: by modality, model.pretrained and the model (core/auto.py)
     weight_decay: float = 0.01
     warmup: float = 0.1                     # fraction of optimiser steps
     min_lr: float = 0.0                     # floor of the cosine decay
@@ -89,7 +89,7 @@ class OptimConfig:
 @dataclass
 class LossConfig:
     name: str = "auto"                      # auto | ce | focal | bce | mse | smooth_l1
-    label_smoothing: float = 0.0            # ce / focal / bce
+    label_smoothing: float | str = "auto"   # ce / focal / bce; auto: 0.1 for hard-label metrics, else 0
     class_weights: str | list[float] = "none"   # none | balanced | [w0, w1, ...]
     focal_gamma: float = 2.0
 
@@ -127,11 +127,10 @@ class RDropConfig:
 
 @dataclass
 class AugConfig:
-    # image: albumentations transforms applied after the resize, e.g. {name: HorizontalFlip, p: 0.5}
-    train: list[dict] = field(default_factory=lambda: [
-        {"name": "HorizontalFlip", "p": 0.5},
-        {"name": "Affine", "scale": [0.9, 1.1], "translate_percent": [-0.05, 0.05], "rotate": [-10, 10], "p": 0.5},
-        {"name": "RandomBrightnessContrast", "p": 0.3}])
+    # image: "preset" = the transforms of aug.preset; or a list of albumentations transforms applied after
+    # the resize, e.g. [{name: HorizontalFlip, p: 0.5}] ([] = none). modality/augment.py lists the presets.
+    train: str | list[dict] = "preset"
+    preset: str = "light"                   # image: none | light (no flips: safe for any data) | medium | heavy
     mixup_alpha: float = 0.0                # image: timm Mixup; 0 = off
     cutmix_alpha: float = 0.0               # image: CutMix; 0 = off
     mix_prob: float = 1.0                   # probability a batch is mixed
@@ -284,12 +283,13 @@ CHOICES = {
     "loss.name": ("auto", "ce", "focal", "bce", "mse", "smooth_l1"),
     "adv.method": ("none", "fgm", "pgd", "awp"),
     "tta.reduce": ("mean", "gmean"),
+    "aug.preset": ("none", "light", "medium", "heavy"),
     "ensemble.method": ("mean", "weighted", "hill", "rank", "gmean", "stack"),
 }
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
-    "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "model.weights": "image",
+    "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "aug.preset": "image", "model.weights": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",
     "tta.batched": "image",

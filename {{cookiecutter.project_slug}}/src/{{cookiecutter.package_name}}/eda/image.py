@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core.atomic import write_with
+from ..modality.augment import describe
 from .report import Profile, figure, save_png, table
 
 KEY_DESCRIPTION = "identical file bytes, md5"
@@ -100,8 +101,13 @@ def section(ctx: Context, tr: Profile, te: Profile, out: Path) -> tuple[list[str
         save_png(out / "sizes.png", fig)
         lines += ["![sizes](sizes.png)", ""]
     samples_png(ctx, tr, out / "samples.png")
-    lines += ["Samples per label (train):", "", "![samples](samples.png)", ""]
-    return lines, {"sizes": {k: v.to_dict() for k, v in sizes.items()},
+    augs = describe(cfg.aug, cfg.data.image_size)
+    lines += ["Samples per label (train):", "", "![samples](samples.png)", "", "### Training augmentations", "",
+              f"What make train does to each training image: {augs[0]}", "", *augs[1:], "",
+              "Each transform assumes a symmetry of the labels. Where the data lacks it (digits, text, left / right "
+              "classes have no mirror symmetry) choose another aug.preset or list aug.train; photos usually gain "
+              "from aug.preset=medium (flips). `make sanity` saves the augmented images.", ""]
+    return lines, {"augmentations": augs, "sizes": {k: v.to_dict() for k, v in sizes.items()},
                    "modes": {k: v.to_dict() for k, v in modes.items()}}
 
 

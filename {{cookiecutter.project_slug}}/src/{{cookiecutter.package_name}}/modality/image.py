@@ -1,7 +1,7 @@
 """Image modality: timm backbone, albumentations transforms from config, decoding in DataLoader workers.
 
 Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
-data.image_size, augmented by aug.train (training only), normalised with the backbone's own mean/std.
+data.image_size, augmented by aug.train / aug.preset (training only, see augment.py), normalised with the backbone's own mean/std.
 model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
 Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device.
 """
@@ -23,23 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import ConfigError, DataError
 from ..core.schema import Config
+from .augment import aug_entries, build_augs
 
 cv2.setNumThreads(0)  # DataLoader workers are the parallelism; OpenCV threads would oversubscribe
-
-
-def build_augs(entries: list[dict]) -> list:
-    out = []
-    for i, entry in enumerate(entries):
-        entry = dict(entry)
-        name = entry.pop("name", None)
-        cls = getattr(A, str(name), None)
-        if cls is None:
-            raise ConfigError(f"config key 'aug.train[{i}]': albumentations has no transform {name!r}")
-        try:
-            out.append(cls(**entry))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"config key 'aug.train[{i}]' ({name}): {e}") from None
-    return out
 
 
 def read_image(path: str) -> np.ndarray:
@@ -153,7 +139,7 @@ class Modality:
     def __init__(self, cfg: Config, assets_dir: Path | None = None):
         self.cfg = cfg
         self.root = Path(cfg.data.dir)
-        self.augs = build_augs(cfg.aug.train)
+        self.augs = build_augs(aug_entries(cfg.aug, cfg.data.image_size))
         pcfg = timm.get_pretrained_cfg(cfg.model.name)
         self.mean = tuple(getattr(pcfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
         self.std = tuple(getattr(pcfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
