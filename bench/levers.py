@@ -35,11 +35,13 @@ VARIANTS = {
         ("aug.preset=none", "augmentation preset", "aug.preset=none"),
         ("aug.preset=medium (flips)", "augmentation preset", "aug.preset=medium"),
         ("label smoothing 0", "label smoothing", "loss.label_smoothing=0"),
+        ("EMA on", "EMA", "ema.enabled=true"),
     ],
     "text": [
         ("defaults", "", ""),
         ("lr 2e-5 (the old default)", "pretrained lr", "train.lr=2e-5"),
         ("label smoothing 0", "label smoothing", "loss.label_smoothing=0"),
+        ("EMA on", "EMA", "ema.enabled=true"),
     ],
 }
 

@@ -24,8 +24,8 @@ checks, in seconds on the demo data:
    two forward passes in train mode must differ (dropout does act in training).
 
 Writes outputs/sanity_<exp>/: sanity.json (initial_loss, final_loss, steps, passed, eval_deterministic,
-...), loss.png, augmented.png + augmentations.txt or samples.txt. Exit code 1, with a line starting SANITY FAILED per failed
-check, when a check fails; 2 for a config or data error.
+...), loss.png, augmented.png + augmentations.txt or samples.txt. Exit code 1, with a line starting
+SANITY FAILED per failed check, when a check fails; 2 for a config or data error.
 """
 from __future__ import annotations
 

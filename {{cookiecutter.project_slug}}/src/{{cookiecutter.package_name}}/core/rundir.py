@@ -18,7 +18,7 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/<exp>/seed<s>/model.pt  full-fit runs          outputs/<ens>/oof_corr.png  ensembles
     outputs/<ens>/meta_models.pkl   stack ensembles: the fold meta-models that predict test
     submissions/<exp>.csv
-    outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png / samples.txt)
+    outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png + augmentations.txt / samples.txt)
     outputs/eda/                    make eda (report.md, *.png, summary.json)
     outputs/leaderboard.csv         make leaderboard
     outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)

@@ -289,7 +289,8 @@ CHOICES = {
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
-    "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "aug.preset": "image", "model.weights": "image",
+    "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "aug.preset": "image",
+    "model.weights": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",
     "tta.batched": "image",

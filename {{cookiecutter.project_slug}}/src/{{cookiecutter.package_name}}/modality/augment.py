@@ -1,7 +1,8 @@
 """Training augmentations of image projects: presets, explicit albumentations lists, and what each assumes.
 
     make train EXP=exp001 ARGS="aug.preset=medium"                         # photos: flips on
-    make train EXP=exp001 ARGS="aug.train=[{name: HorizontalFlip, p: 0.5}]"  # exactly these transforms
+    make train EXP=exp001 ARGS="'aug.train=[{name: HorizontalFlip, p: 0.5}]'"   # exactly these (quoted:
+                                                   # the value has spaces; or list them in configs/exp001.yaml)
     make sanity EXP=exp001        # lists the transforms in use with their assumptions, beside augmented.png
 
 aug.train = preset (the default) takes the transforms of aug.preset; a list takes exactly those (an empty
@@ -13,10 +14,12 @@ only as good as that assumption:
   light   the default: small shifts, zooms, rotations (10 deg) and lighting changes. No flips, so it is
           label-safe for any data set: a mirrored 'b' is a 'd', a mirrored arrow points the other way.
   medium  photos: light's geometry a little stronger, a horizontal flip, one small hidden patch.
-  heavy   photos with many epochs: crops of 60-100% of the area, colour jitter, a vertical flip is still
-          NOT included (satellite / microscopy add VerticalFlip or RandomRotate90 in aug.train).
-On short schedules (a few epochs of a pretrained backbone) strong augmentation costs more than it saves:
-the model sees too few clean images to converge. Measured figures in the README's "Defaults" section.
+  heavy   photos with many epochs: crops of 60-100% of the area, the flip, shear, colour jitter, up to three
+          hidden patches.
+No preset turns images upside down: satellite or microscopy data add VerticalFlip / RandomRotate90 in
+aug.train. On short schedules strong augmentation costs more than it gives (the model sees too few clean
+images to converge): resnet18 from scratch, 6 epochs on Fashion-MNIST, medium scored 0.022 below light on a
+fold's test score. Figures: the README's "Defaults" section.
 """
 from __future__ import annotations
 

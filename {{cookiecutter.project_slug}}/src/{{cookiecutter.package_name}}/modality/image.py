@@ -1,7 +1,8 @@
 """Image modality: timm backbone, albumentations transforms from config, decoding in DataLoader workers.
 
 Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
-data.image_size, augmented by aug.train / aug.preset (training only, see augment.py), normalised with the backbone's own mean/std.
+data.image_size, augmented by aug.train / aug.preset (training only; augment.py), normalised with the
+backbone's own mean/std.
 model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
 Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device.
 """
