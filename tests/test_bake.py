@@ -16,7 +16,8 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "__init__", "__main__", "check", "config", "folds", "train", "predict", "submit", "pseudo", "sanity", "leaderboard",
     "rehearse", "package/__init__", "package/__main__", "package/budget", "package/contents", "package/kaggle",
     "package/script",
-    "core/__init__", "core/atomic", "core/cli", "core/config", "core/errors", "core/labels", "core/metric_table",
+    "core/__init__", "core/atomic", "core/auto",
+    "core/cli", "core/config", "core/errors", "core/labels", "core/metric_table",
     "core/metrics", "core/records", "core/rundir", "core/schema", "core/tables", "core/lock", "core/launch",
     "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
     "modality/__init__", "modality/tta",
@@ -40,7 +41,8 @@ COMMON = {
                                 "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
-    "image": {"src/{pkg}/modality/image.py", "src/{pkg}/demo/image.py", "src/{pkg}/eda/image.py",
+    "image": {"src/{pkg}/modality/image.py", "src/{pkg}/modality/augment.py", "src/{pkg}/demo/image.py",
+              "src/{pkg}/eda/image.py",
               "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py"},
     "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
