@@ -159,11 +159,12 @@ def main() -> None:
         lines.append(row(name, r, t, p))
         print(lines[-1], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    tpl_dir = "{{cookiecutter.project_slug}}"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", f"{tpl_dir}/src", f"{tpl_dir}/configs"],
+    (tpl,) = (p.parents[1].name for p in REPO.glob("*/configs/default.yaml"))  # the template's folder
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", f"{tpl}/src", f"{tpl}/configs"],
                            cwd=REPO, capture_output=True, text=True).stdout
     text = ("# Defaults vs plain loops (`bench/defaults.py`)\n\n"
-            f"The baked defaults at commit {commit.strip()}{' + uncommitted changes to the template code' if dirty else ''}, "
+            f"The baked defaults at commit {commit.strip()}"
+            f"{' + uncommitted changes to the template code' if dirty else ''}, "
             f"against the peers of `bench/peers/` at the same model, size, batch and epochs, {args.threads} "
             "threads. Test accuracy on the 1000-row test.csv; s.e. = binomial standard error of the template's "
             "test score; 'inside the noise' = the difference is under 2 s.e.\n\n"
