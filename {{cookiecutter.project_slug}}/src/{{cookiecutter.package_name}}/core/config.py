@@ -194,6 +194,8 @@ def check_values(cfg: Config) -> None:
     if cfg.problem in ("binary", "multiclass") and len(cfg.data.target_cols) != 1:
         raise ConfigError(f"config key 'data.target_cols' must name one column for {cfg.problem}, "
                           f"got {cfg.data.target_cols}")
+    if len(set(cfg.train.seeds)) != len(cfg.train.seeds):
+        raise ConfigError(f"config key 'train.seeds' repeats a seed: {cfg.train.seeds}; list each seed once")
     if not cfg.exp or "/" in cfg.exp or cfg.exp.startswith("."):
         raise ConfigError(f"config key 'exp' {cfg.exp!r} is not a valid folder name")
 

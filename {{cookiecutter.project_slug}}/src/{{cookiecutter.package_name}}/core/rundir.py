@@ -93,17 +93,21 @@ class RunPaths:
     def fold_dir(self, k: int) -> Path:
         return self.dir / f"fold{k}"
 
-    def checkpoint(self, k: int) -> Path:
-        return self.fold_dir(k) / "best.pt"
+    def slot_dir(self, k: int, seed: int | None = None) -> Path:
+        """Fold k's folder, or with train.seeds on a k-fold run, fold k's folder of that seed."""
+        return self.fold_dir(k) if seed is None else self.fold_dir(k) / f"seed{seed}"
 
-    def fold_oof(self, k: int) -> Path:
-        return self.fold_dir(k) / "oof.csv"
+    def checkpoint(self, k: int, seed: int | None = None) -> Path:
+        return self.slot_dir(k, seed) / "best.pt"
 
-    def fold_state(self, k: int) -> Path:
-        return self.fold_dir(k) / "last.pt"
+    def fold_oof(self, k: int, seed: int | None = None) -> Path:
+        return self.slot_dir(k, seed) / "oof.csv"      # with seeds: fold<k>/oof.csv is their mean
 
-    def fold_done(self, k: int) -> Path:
-        return self.fold_dir(k) / "done.json"
+    def fold_state(self, k: int, seed: int | None = None) -> Path:
+        return self.slot_dir(k, seed) / "last.pt"
+
+    def fold_done(self, k: int, seed: int | None = None) -> Path:
+        return self.slot_dir(k, seed) / "done.json"
 
     def fold_test_preds(self, k: int) -> Path:
         return self.fold_dir(k) / "test_preds.csv"
@@ -114,8 +118,8 @@ class RunPaths:
     def seed_checkpoint(self, seed: int) -> Path:
         return self.dir / f"seed{seed}" / "model.pt"
 
-    def loss_plot(self, k: int) -> Path:
-        return self.dir / f"loss_fold{k}.png"
+    def loss_plot(self, k: int, seed: int | None = None) -> Path:
+        return self.dir / (f"loss_fold{k}.png" if seed is None else f"loss_fold{k}_seed{seed}.png")
 
     def require(self, path: Path, make_target: str) -> Path:
         if not path.exists():

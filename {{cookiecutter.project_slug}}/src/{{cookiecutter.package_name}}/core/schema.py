@@ -71,7 +71,7 @@ class TrainConfig:
     device: str = "auto"                    # auto | cpu | cuda
     progress: bool = True                   # tqdm bars
     full_fit: bool = False                  # train on all rows for the CV run's epochs -> outputs/<exp>_full/
-    seeds: list[int] = field(default_factory=list)   # full_fit: one model per seed; [] = [seed]
+    seeds: list[int] = field(default_factory=list)   # k-fold: each fold once per seed; full_fit: one model per seed; [] = [seed]
     deterministic: bool = False             # GPU: deterministic algorithms (slower); CPU runs are already exact
     max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
     sync_bn: bool = True                    # NPROC>1 on GPUs: BatchNorm statistics over the global batch

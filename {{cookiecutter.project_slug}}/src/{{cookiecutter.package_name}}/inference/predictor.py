@@ -35,7 +35,7 @@ from ..modality import get_modality
 from ..modality.tta import check_views, describe, reduce_views
 from ..training.loop import infer
 from ..training.setup import check_batch_split, make_accelerator
-from .models import load_model, run_models
+from .models import fold_checkpoints, load_model, run_models
 from ..core.tables import read_table
 
 
@@ -68,10 +68,13 @@ def fold_predictions(cfg, paths: RunPaths, label_map: LabelMap, df, folds: list[
     mod = get_modality(cfg, paths.backbone)
     check_views(cfg, mod)
     predict = view_predictor(cfg, mod, label_map, df, accelerator)
+    cv = read_cv(paths)
     for k in folds:
-        preds = predict(load_model(mod, label_map, paths.checkpoint(k), accelerator), f"fold {k} {what}")
-        accelerator.free_memory()
-        yield k, preds
+        preds = []
+        for checkpoint in fold_checkpoints(paths, k, cv):  # one, or one per seed (train.seeds): their mean
+            preds.append(predict(load_model(mod, label_map, checkpoint, accelerator), f"fold {k} {what}"))
+            accelerator.free_memory()
+        yield k, np.mean(preds, axis=0)
 
 
 def tta_oof(cfg, paths: RunPaths, label_map: LabelMap, folds: list[int], accelerator, log) -> dict:
@@ -148,11 +151,16 @@ def predict_test(exp: str | None, overrides: list[str]) -> None:
     test = load_test(cfg)
     ids, id_col = test[cfg.data.id_col], cfg.data.id_col
 
+    per_fold: dict[int, list[np.ndarray]] = {}
+
     def save_fold(name: str, k: int | None, preds: np.ndarray) -> None:
-        if accelerator.is_main_process and k is not None:
-            write_csv(paths.fold_test_preds(k), preds_frame(ids, id_col, preds, label_map))
+        if k is not None:  # with train.seeds, fold k has one model per seed: its file holds their mean
+            per_fold.setdefault(k, []).append(preds)
 
     mean = predict_models(cfg, paths, label_map, test, accelerator, log, save_fold)
+    if accelerator.is_main_process:
+        for k, preds in per_fold.items():
+            write_csv(paths.fold_test_preds(k), preds_frame(ids, id_col, np.mean(preds, axis=0), label_map))
     if accelerator.is_main_process:
         write_csv(paths.test_preds, preds_frame(ids, id_col, mean, label_map))
         write_json(paths.predict_record, record)

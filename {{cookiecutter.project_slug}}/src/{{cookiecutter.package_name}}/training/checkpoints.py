@@ -131,18 +131,22 @@ def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) ->
     return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"])
 
 
-def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list) -> None:
-    """The fold's marker, written after its oof.csv; only then is the resume point dropped."""
-    write_json(paths.fold_done(k), {"fold": k, "score": score, "best_epoch": best_epoch, "rows": rows})
-    paths.fold_state(k).unlink(missing_ok=True)
+def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list, seed: int | None = None,
+              **more) -> None:
+    """The fold's (or fold and seed's) marker, written after its oof.csv; only then is the resume point dropped."""
+    extra = {} if seed is None else {"seed": seed}
+    write_json(paths.fold_done(k, seed), {"fold": k, **extra, "score": score, "best_epoch": best_epoch, "rows": rows,
+                                          **more})
+    paths.fold_state(k, seed).unlink(missing_ok=True)
 
 
-def read_done(paths: RunPaths, k: int, id_col: str, ids: pd.Series) -> tuple[dict, np.ndarray]:
+def read_done(paths: RunPaths, k: int, id_col: str, ids: pd.Series, seed: int | None = None
+              ) -> tuple[dict, np.ndarray]:
     """A finished fold's marker and its OOF predictions, read back bit-exactly (shortest repr round trip)."""
-    done = json.loads(paths.fold_done(k).read_text())
-    oof = read_table(paths.fold_oof(k), dtype={id_col: str}, float_precision="round_trip")
+    done = json.loads(paths.fold_done(k, seed).read_text())
+    oof = read_table(paths.fold_oof(k, seed), dtype={id_col: str}, float_precision="round_trip")
     if oof[id_col].tolist() != ids.tolist():
-        raise ConfigError(f"{paths.fold_oof(k)} holds other rows than fold {k} of {paths.folds}; "
+        raise ConfigError(f"{paths.fold_oof(k, seed)} holds other rows than fold {k} of {paths.folds}; "
                           f"the run cannot be resumed: start a new EXP")
     return done, oof.drop(columns=[id_col]).to_numpy(dtype=np.float64)
 

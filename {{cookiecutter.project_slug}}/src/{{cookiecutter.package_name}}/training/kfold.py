@@ -66,38 +66,45 @@ class FoldRun:
     rows: list
     trackers: Trackers | None
     best: FoldResult | None = None
+    seed: int | None = None     # train.seeds on a k-fold run: the seed of this model of fold k
+
+    @property
+    def name(self) -> str:
+        return f"fold {self.k}" + ("" if self.seed is None else f" seed {self.seed}")
 
     def evaluate(self, module, epoch, tr_loss: float, t0: float) -> None:
         """Validation pass; history row, log line, tracker metrics; best.pt when the score improved."""
         cfg, k = self.cfg, self.k
-        preds, va_loss = infer(module, self.val_loader, self.accelerator, self.label_map, f"fold {k} valid",
+        preds, va_loss = infer(module, self.val_loader, self.accelerator, self.label_map, f"{self.name} valid",
                                cfg.train.progress)
         s = score(cfg.metric, cfg.problem, self.y_val, preds)
         improved = is_better(cfg.metric, s, None if self.best is None else self.best.score)  # never a NaN score
-        self.rows.append(dict(fold=k, epoch=epoch, train_loss=tr_loss, valid_loss=va_loss, score=s,
+        self.rows.append(dict(fold=k, **({} if self.seed is None else {"seed": self.seed}), epoch=epoch,
+                              train_loss=tr_loss, valid_loss=va_loss, score=s,
                               lr=self.fit.optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 2)))
         self.history.append(self.rows[-1])
-        self.log.info(f"fold {k} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss "
+        self.log.info(f"{self.name} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss "
                       f"{va_loss:.4f}  {cfg.metric} {s:.5f}{'  *best' if improved else ''}  "
                       f"({self.rows[-1]['seconds']}s)")
         if self.trackers is not None:
-            self.trackers.log_metrics({f"fold{k}/{m}": self.rows[-1][m] for m in ("train_loss", "valid_loss",
+            tag = f"fold{k}" + ("" if self.seed is None else f"_seed{self.seed}")
+            self.trackers.log_metrics({f"{tag}/{m}": self.rows[-1][m] for m in ("train_loss", "valid_loss",
                                                                                    "score", "lr")},
                                       step=epoch if isinstance(epoch, int) else cfg.train.epochs)
         main = self.accelerator.is_main_process
         if improved:
             self.best = FoldResult(preds, s, epoch)
             if main:
-                save_weights(self.paths.checkpoint(k), self.accelerator.unwrap_model(module), epoch=epoch, score=s,
+                save_weights(self.paths.checkpoint(k, self.seed), self.accelerator.unwrap_model(module), epoch=epoch, score=s,
                              metric=cfg.metric)
         if main:
             write_csv(self.paths.history, pd.DataFrame(self.history))
 
 
-def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: PseudoRows | None):
-    """Fold k's training loader (+ pseudo rows, seeded shuffling) and validation loader."""
+def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: PseudoRows | None, seed: int):
+    """Fold k's training loader (+ pseudo rows, shuffling seeded by seed + k) and validation loader."""
     tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-    gen = torch.Generator().manual_seed(cfg.seed + k)
+    gen = torch.Generator().manual_seed(seed + k)
     fit_df, fit_y, fit_w = training_rows(train_df, y_fit, tr, extra, cfg.loss.label_smoothing)
     train_loader = mod.loader(fit_df, fit_y, True, cfg.train.batch_size, generator=gen, weights=fit_w)
     eval_bs = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
@@ -106,24 +113,28 @@ def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: Pseudo
 
 def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map: LabelMap, paths: RunPaths,
              accelerator: Accelerator, log, history: list[dict], extra: PseudoRows | None = None,
-             resume: bool = False, trackers: Trackers | None = None) -> FoldResult:
-    set_seed(cfg.seed + k)
-    tr, va, gen, train_loader, val_loader = fold_loaders(cfg, k, train_df, y_fit, folds, mod, extra)
+             resume: bool = False, trackers: Trackers | None = None, seed: int | None = None) -> FoldResult:
+    """One model of fold k, seeded by seed + k (seed: cfg.seed, or one of train.seeds on a k-fold run)."""
+    set_seed((cfg.seed if seed is None else seed) + k)
+    tr, va, gen, train_loader, val_loader = fold_loaders(cfg, k, train_df, y_fit, folds, mod, extra,
+                                                         cfg.seed if seed is None else seed)
     fit = prepare_fit(cfg, mod, label_map, accelerator, train_loader, y_fit[tr], val_loader)
     st = FoldState(rows=[])
-    if resume and paths.fold_state(k).is_file():
-        st = load_fold_state(paths.fold_state(k), fit, accelerator, gen)
-        history.extend(st.rows)
-        log.info(f"fold {k}: resumed after epoch {st.epoch} from {paths.fold_state(k)}")
+    state_file = paths.fold_state(k, seed)
     run = FoldRun(cfg, k, fit, fit.eval_loaders[0], y_true[va], label_map, paths, accelerator, log, history,
-                  st.rows, trackers, FoldResult(**st.best) if st.best else None)
+                  st.rows, trackers, None, seed)
+    if resume and state_file.is_file():
+        st = load_fold_state(state_file, fit, accelerator, gen)
+        history.extend(st.rows)
+        run.rows, run.best = st.rows, FoldResult(**st.best) if st.best else None
+        log.info(f"{run.name}: resumed after epoch {st.epoch} from {state_file}")
     for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
         t0 = time.time()
-        st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"fold {k} epoch {epoch}")
+        st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"{run.name} epoch {epoch}")
         if fit.swa is None or epoch < cfg.train.epochs:
             run.evaluate(fit.tricks.ema.module if fit.tricks.ema is not None else fit.model, epoch, st.train_loss, t0)
         st.epoch, st.best = epoch, None if run.best is None else vars(run.best)
-        save_fold_state(paths.fold_state(k), fit, accelerator, gen, st)  # every process: RNG states
+        save_fold_state(state_file, fit, accelerator, gen, st)  # every process: RNG states
     if fit.swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
         t0 = time.time()
@@ -132,7 +143,7 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map
         run.best = None
         run.evaluate(fit.swa.module, "swa", st.train_loss, t0)
     if run.best is None:
-        raise DataError(f"fold {k}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
+        raise DataError(f"{run.name}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
                         f"that fold (e.g. a single class makes AUC undefined)")
     if accelerator.is_main_process:
         finish_fold(cfg, k, run, train_df[cfg.data.id_col].iloc[va])
@@ -144,10 +155,10 @@ def finish_fold(cfg: Config, k: int, run: FoldRun, val_ids: pd.Series) -> None:
     """Loss plot, the fold's OOF (float64, read back bit-exactly when a resumed run skips the fold), done.json."""
     # the SWA evaluation is plotted at the last epoch (it averages the weights up to there)
     plot = pd.DataFrame([{**r, "epoch": cfg.train.epochs if r["epoch"] == "swa" else r["epoch"]} for r in run.rows])
-    save_fold_plot(run.paths.loss_plot(k), plot, k, cfg.metric)
-    write_csv(run.paths.fold_oof(k), preds_frame(val_ids, cfg.data.id_col, run.best.preds.astype(np.float64),
-                                                 run.label_map))
-    mark_done(run.paths, k, run.best.score, run.best.best_epoch, run.rows)
+    save_fold_plot(run.paths.loss_plot(k, run.seed), plot, run.name, cfg.metric)
+    write_csv(run.paths.fold_oof(k, run.seed), preds_frame(val_ids, cfg.data.id_col,
+                                                           run.best.preds.astype(np.float64), run.label_map))
+    mark_done(run.paths, k, run.best.score, run.best.best_epoch, run.rows, run.seed)
 
 
 def open_kfold_run(cfg: Config, accelerator, train_df, label_map, mod, folds_df, before_training,
@@ -225,35 +236,63 @@ def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, pat
     id_col = cfg.data.id_col
     y_true = label_map.encode(train_df, id_col, cfg.data.train_file)
     fold_ids = folds["fold"].to_numpy()
-    oof = np.full((len(train_df), label_map.n_outputs), np.nan, dtype=np.float64)
+    seeds = cfg.train.seeds or [None]   # None: one model per fold, seeded by cfg.seed
+    oofs = {s: np.full((len(train_df), label_map.n_outputs), np.nan, dtype=np.float64) for s in seeds}
     fold_list = cfg.train.folds or list(range(cfg.train.n_folds))
     history: list[dict] = []
-    scores, best_epochs = [], []
+    scores, seed_scores, best_epochs = [], {s: [] for s in seeds}, []
     t0 = time.time()
     for k in fold_list:
-        if resume and paths.fold_done(k).is_file():
-            done, preds = read_done(paths, k, id_col, train_df[id_col][fold_ids == k])
-            res = FoldResult(preds, done["score"], done["best_epoch"])
-            history.extend(done["rows"])
+        ids = train_df[id_col][fold_ids == k]
+        for seed in seeds:
+            res = fold_model(cfg, k, seed, ids, train_df, y_fit, y_true, fold_ids, mod, label_map, paths,
+                             accelerator, log, history, (extra or {}).get(k), resume, trackers)
+            oofs[seed][fold_ids == k] = res.preds
+            seed_scores[seed].append(res.score)
+            best_epochs.append(res.best_epoch)
+        if seeds != [None]:  # the fold's prediction: the mean of its seeds' models
+            mean = np.mean([oofs[s][fold_ids == k] for s in seeds], axis=0)
+            scores.append(score(cfg.metric, cfg.problem, y_true[fold_ids == k], mean))
             if accelerator.is_main_process:
-                paths.fold_state(k).unlink(missing_ok=True)  # killed between the marker and this removal
-            log.info(f"fold {k}: finished before the interruption, skipped")
+                write_csv(paths.fold_oof(k), preds_frame(ids, id_col, mean, label_map))
+            log.info(f"fold {k}: mean of seeds {seeds}: {cfg.metric} {scores[-1]:.5f} "
+                     f"(each {[round(seed_scores[s][-1], 5) for s in seeds]})")
         else:
-            res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, label_map, paths, accelerator, log,
-                           history, extra=(extra or {}).get(k), resume=resume, trackers=trackers)
-        oof[fold_ids == k] = res.preds
-        scores.append(res.score)
-        best_epochs.append(res.best_epoch)
-        log.info(f"fold {k}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
+            scores.append(seed_scores[None][-1])
 
     covered = np.isin(fold_ids, fold_list)
+    oof = np.mean([oofs[s] for s in seeds], axis=0)
     cv = score(cfg.metric, cfg.problem, y_true[covered], oof[covered])
     result = {"metric": cfg.metric, "cv": cv, "folds": scores, "folds_run": list(fold_list),
               "greater_is_better": METRICS[cfg.metric].greater_is_better, "n_folds": cfg.train.n_folds,
               "best_epochs": best_epochs, "wall_seconds": round(time.time() - t0, 1), "kind": kind,
               **processes(cfg, accelerator)}
+    if seeds != [None]:
+        result.update(seeds=seeds, seed_cv={str(s): score(cfg.metric, cfg.problem, y_true[covered], oofs[s][covered])
+                                            for s in seeds},
+                      seed_folds={str(s): seed_scores[s] for s in seeds})
     if accelerator.is_main_process:
         write_csv(paths.oof, preds_frame(train_df[id_col], id_col, oof, label_map))
         write_json(paths.cv, result)
-    log.info(f"CV {cfg.metric}: {cv:.5f}  folds {[round(s, 5) for s in scores]}  -> {paths.cv}")
+    each = "" if seeds == [None] else f"  seeds {[round(v, 5) for v in result['seed_cv'].values()]}"
+    log.info(f"CV {cfg.metric}: {cv:.5f}  folds {[round(s, 5) for s in scores]}{each}  -> {paths.cv}")
     return result
+
+
+def fold_model(cfg: Config, k: int, seed: int | None, ids: pd.Series, train_df, y_fit, y_true, fold_ids, mod,
+               label_map: LabelMap, paths: RunPaths, accelerator, log, history: list, extra, resume: bool,
+               trackers: Trackers) -> FoldResult:
+    """Fold k's model of one seed: read back when it finished before an interruption, else trained."""
+    name = f"fold {k}" + ("" if seed is None else f" seed {seed}")
+    if resume and paths.fold_done(k, seed).is_file():
+        done, preds = read_done(paths, k, cfg.data.id_col, ids, seed)
+        history.extend(done["rows"])
+        if accelerator.is_main_process:
+            paths.fold_state(k, seed).unlink(missing_ok=True)  # killed between the marker and this removal
+        log.info(f"{name}: finished before the interruption, skipped")
+        res = FoldResult(preds, done["score"], done["best_epoch"])
+    else:
+        res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, label_map, paths, accelerator, log, history,
+                       extra=extra, resume=resume, trackers=trackers, seed=seed)
+    log.info(f"{name}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
+    return res

@@ -37,11 +37,13 @@ def save_curves(path: Path, x, curves: list[tuple], *, xlabel: str, ylabel: str,
     plt.close(fig)
 
 
-def save_fold_plot(path: Path, hist, fold: int, metric: str) -> None:
-    """hist: the fold's history rows (epoch, train_loss, valid_loss, score)."""
+def save_fold_plot(path: Path, hist, fold: int | str, metric: str) -> None:
+    """hist: the fold's history rows (epoch, train_loss, valid_loss, score); fold: its number or its name
+    ("fold 2 seed 7")."""
     curves = [(hist["train_loss"], "o-", "train loss"), (hist["valid_loss"], "o-", "valid loss")]
+    name = fold if isinstance(fold, str) else f"fold {fold}"
     save_curves(path, hist["epoch"], curves,
-                xlabel="epoch", ylabel="loss", title=f"fold {fold}: train vs valid loss",
+                xlabel="epoch", ylabel="loss", title=f"{name}: train vs valid loss",
                 twin=(hist["score"], "s--", "gray", metric))
 
 
