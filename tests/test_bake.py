@@ -37,7 +37,7 @@ COMMON = {
                                 "test_pipeline", "test_submit", "test_targets_metrics", "test_adversarial",
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
-                                "test_leaderboard", "test_records", "test_tracking", "test_resume",
+                                "test_leaderboard", "test_records", "test_tracking", "test_resume", "test_seeds",
                                 "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
