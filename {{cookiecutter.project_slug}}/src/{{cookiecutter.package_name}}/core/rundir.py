@@ -93,6 +93,11 @@ class RunPaths:
     def fold_dir(self, k: int) -> Path:
         return self.dir / f"fold{k}"
 
+    @staticmethod
+    def slot_name(k: int, seed: int | None = None) -> str:
+        """How logs, plots and predict.json name fold k's model (of that seed, with train.seeds)."""
+        return f"fold {k}" + ("" if seed is None else f" seed {seed}")
+
     def slot_dir(self, k: int, seed: int | None = None) -> Path:
         """Fold k's folder, or with train.seeds on a k-fold run, fold k's folder of that seed."""
         return self.fold_dir(k) if seed is None else self.fold_dir(k) / f"seed{seed}"

@@ -11,9 +11,10 @@ from ..core.labels import LabelMap
 from ..core.rundir import RunPaths, read_cv, run_kind
 
 
-def trained_folds(paths: RunPaths) -> list[int]:
-    folds = read_cv(paths)["folds_run"]
-    missing = [k for k in folds if not all(c.exists() for c in fold_checkpoints(paths, k))]
+def trained_folds(paths: RunPaths, cv: dict | None = None) -> list[int]:
+    cv = read_cv(paths) if cv is None else cv
+    folds = cv["folds_run"]
+    missing = [k for k in folds if not all(c.exists() for c in fold_checkpoints(paths, k, cv))]
     if missing:
         raise ConfigError(f"{paths.dir} lacks checkpoints for folds {missing}; re-run make train EXP={paths.exp}")
     return folds
@@ -22,9 +23,12 @@ def trained_folds(paths: RunPaths) -> list[int]:
 def fold_checkpoints(paths: RunPaths, k: int, cv: dict | None = None) -> list[Path]:
     """Fold k's models: its best.pt, or with train.seeds on a k-fold run one best.pt per seed (their
     predictions are averaged into the fold's)."""
-    cv = read_cv(paths) if cv is None else cv
-    seeds = cv.get("seeds") if cv.get("kind") != "full_fit" else None
-    return [paths.checkpoint(k)] if not seeds else [paths.checkpoint(k, s) for s in seeds]
+    return [paths.checkpoint(k, s) for s in fold_seeds(read_cv(paths) if cv is None else cv)]
+
+
+def fold_seeds(cv: dict) -> list[int | None]:
+    """The seeds of a k-fold run's fold models: train.seeds, or [None] (one model per fold)."""
+    return (cv.get("seeds") if cv.get("kind") != "full_fit" else None) or [None]
 
 
 def run_models(paths: RunPaths) -> list[tuple[str, Path, int | None]]:
@@ -39,9 +43,8 @@ def run_models(paths: RunPaths) -> list[tuple[str, Path, int | None]]:
         if missing:
             raise ConfigError(f"{paths.dir} lacks the full-fit models {missing}; re-run the full fit")
         return models
-    if cv.get("seeds"):  # k-fold with train.seeds: every fold's model of every seed
-        return [(f"fold {k} seed {s}", paths.checkpoint(k, s), k) for k in trained_folds(paths) for s in cv["seeds"]]
-    return [(f"fold {k}", paths.checkpoint(k), k) for k in trained_folds(paths)]
+    return [(paths.slot_name(k, s), paths.checkpoint(k, s), k)
+            for k in trained_folds(paths, cv) for s in fold_seeds(cv)]
 
 
 def load_model(mod, label_map: LabelMap, checkpoint: Path, accelerator):

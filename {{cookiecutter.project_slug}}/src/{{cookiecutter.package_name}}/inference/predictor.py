@@ -161,7 +161,6 @@ def predict_test(exp: str | None, overrides: list[str]) -> None:
     if accelerator.is_main_process:
         for k, preds in per_fold.items():
             write_csv(paths.fold_test_preds(k), preds_frame(ids, id_col, np.mean(preds, axis=0), label_map))
-    if accelerator.is_main_process:
         write_csv(paths.test_preds, preds_frame(ids, id_col, mean, label_map))
         write_json(paths.predict_record, record)
     log.info(f"{paths.test_preds}: mean of {record['models']}; {paths.predict_record}")

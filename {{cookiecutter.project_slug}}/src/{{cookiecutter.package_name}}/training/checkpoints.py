@@ -131,12 +131,10 @@ def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) ->
     return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"])
 
 
-def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list, seed: int | None = None,
-              **more) -> None:
+def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list, seed: int | None = None) -> None:
     """The fold's (or fold and seed's) marker, written after its oof.csv; only then is the resume point dropped."""
     extra = {} if seed is None else {"seed": seed}
-    write_json(paths.fold_done(k, seed), {"fold": k, **extra, "score": score, "best_epoch": best_epoch, "rows": rows,
-                                          **more})
+    write_json(paths.fold_done(k, seed), {"fold": k, **extra, "score": score, "best_epoch": best_epoch, "rows": rows})
     paths.fold_state(k, seed).unlink(missing_ok=True)
 
 

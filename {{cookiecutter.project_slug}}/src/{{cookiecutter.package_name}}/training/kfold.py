@@ -70,7 +70,7 @@ class FoldRun:
 
     @property
     def name(self) -> str:
-        return f"fold {self.k}" + ("" if self.seed is None else f" seed {self.seed}")
+        return RunPaths.slot_name(self.k, self.seed)
 
     def evaluate(self, module, epoch, tr_loss: float, t0: float) -> None:
         """Validation pass; history row, log line, tracker metrics; best.pt when the score improved."""
@@ -95,8 +95,8 @@ class FoldRun:
         if improved:
             self.best = FoldResult(preds, s, epoch)
             if main:
-                save_weights(self.paths.checkpoint(k, self.seed), self.accelerator.unwrap_model(module), epoch=epoch, score=s,
-                             metric=cfg.metric)
+                save_weights(self.paths.checkpoint(k, self.seed), self.accelerator.unwrap_model(module), epoch=epoch,
+                             score=s, metric=cfg.metric)
         if main:
             write_csv(self.paths.history, pd.DataFrame(self.history))
 
@@ -115,9 +115,9 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map
              accelerator: Accelerator, log, history: list[dict], extra: PseudoRows | None = None,
              resume: bool = False, trackers: Trackers | None = None, seed: int | None = None) -> FoldResult:
     """One model of fold k, seeded by seed + k (seed: cfg.seed, or one of train.seeds on a k-fold run)."""
-    set_seed((cfg.seed if seed is None else seed) + k)
-    tr, va, gen, train_loader, val_loader = fold_loaders(cfg, k, train_df, y_fit, folds, mod, extra,
-                                                         cfg.seed if seed is None else seed)
+    base = cfg.seed if seed is None else seed
+    set_seed(base + k)
+    tr, va, gen, train_loader, val_loader = fold_loaders(cfg, k, train_df, y_fit, folds, mod, extra, base)
     fit = prepare_fit(cfg, mod, label_map, accelerator, train_loader, y_fit[tr], val_loader)
     st = FoldState(rows=[])
     state_file = paths.fold_state(k, seed)
@@ -283,7 +283,7 @@ def fold_model(cfg: Config, k: int, seed: int | None, ids: pd.Series, train_df, 
                label_map: LabelMap, paths: RunPaths, accelerator, log, history: list, extra, resume: bool,
                trackers: Trackers) -> FoldResult:
     """Fold k's model of one seed: read back when it finished before an interruption, else trained."""
-    name = f"fold {k}" + ("" if seed is None else f" seed {seed}")
+    name = RunPaths.slot_name(k, seed)
     if resume and paths.fold_done(k, seed).is_file():
         done, preds = read_done(paths, k, cfg.data.id_col, ids, seed)
         history.extend(done["rows"])
