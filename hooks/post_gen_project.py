@@ -13,7 +13,7 @@ METRIC = "{{ cookiecutter.metric }}"
 PACKAGE = Path("src") / "{{ cookiecutter.package_name }}"
 ONLY_FOR = {
     "image": [PACKAGE / "modality" / "image.py", PACKAGE / "modality" / "augment.py", PACKAGE / "demo" / "image.py",
-              PACKAGE / "eda" / "image.py",
+              PACKAGE / "eda" / "image.py", PACKAGE / "reporting" / "image.py",
               PACKAGE / "training" / "tricks" / "mixing.py",
               Path("tests") / "test_image.py", Path("tests") / "test_mixing.py"],
     "text": [PACKAGE / "modality" / "text.py", PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py",

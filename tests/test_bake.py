@@ -28,6 +28,9 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "inference/__init__", "inference/combine", "inference/models", "inference/offline", "inference/predictor",
     "ensemble/__init__", "ensemble/__main__", "ensemble/blend", "ensemble/members",
     "eda/__init__", "eda/__main__", "eda/report", "demo/__init__", "demo/__main__",
+    "report", "reporting/__init__", "reporting/page", "reporting/figures", "reporting/rundata", "reporting/analysis",
+    "reporting/sections", "tune/__init__", "tune/__main__", "tune/report", "tune/setup", "tune/space", "tune/study",
+    "inference/postprocess", "inference/postrun", "core/noise",
 ]
 COMMON = {
     ".gitignore", "Makefile", "README.md", "pyproject.toml", "requirements.txt",
@@ -38,11 +41,12 @@ COMMON = {
                                 "test_averaging", "test_losses", "test_rdrop", "test_optim", "test_tricks_train",
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume", "test_seeds",
-                                "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults")],
+                                "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults",
+                                "test_report", "test_tune", "test_post", "test_noise", "runs")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/modality/augment.py", "src/{pkg}/demo/image.py",
-              "src/{pkg}/eda/image.py",
+              "src/{pkg}/eda/image.py", "src/{pkg}/reporting/image.py",
               "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py"},
     "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],

@@ -54,7 +54,8 @@ def workdir(tmp_path, monkeypatch):
 def tiny(demo_dir, workdir):
     """Overrides that make the demo experiment tiny, pointed at the session's demo data."""
     task = mod("core.config").load("demo").task
-    args = [f"data.dir={demo_dir}", *TARGET_OVERRIDE, "train.progress=false"]
+    # report.auto=false: the page costs about a second per training; tests/test_report.py covers it
+    args = [f"data.dir={demo_dir}", *TARGET_OVERRIDE, "train.progress=false", "report.auto=false"]
     if task == "text":
         args.append(f"model.name={demo_dir / 'tiny_bert'}")
     return args

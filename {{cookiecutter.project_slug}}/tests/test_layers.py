@@ -1,7 +1,8 @@
 """The package is in layers whose imports only point down, read from the code itself with `ast`:
 
     stages (one per make target: check.py, train.py, ensemble/, ...)
-       -> inference, training          (inference may use training: the loop's inference pass, the accelerator)
+       -> inference, training, reporting   (inference may use training; reporting: the HTML pages, below the
+                                            stages so train and ensemble write them at their end)
           -> data, modality            (data may use modality: the pre-flight checks every image / text)
              -> core                   (imports nothing of the package outside core/)
 
@@ -17,7 +18,7 @@ import pytest
 
 from helpers import PKG_NAME, PROJECT
 
-LAYERS = {"core": 0, "data": 1, "modality": 1, "training": 2, "inference": 2}
+LAYERS = {"core": 0, "data": 1, "modality": 1, "training": 2, "inference": 2, "reporting": 2}
 STAGE = 3
 SIDEWAYS = {("data", "modality"), ("inference", "training")}  # allowed within a layer, in this direction only
 

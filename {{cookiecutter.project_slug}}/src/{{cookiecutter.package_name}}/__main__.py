@@ -1,7 +1,7 @@
 """python -m <package> <stage> [--exp NAME] [key=value ...]
 
 Stages: check, folds, train, predict, pseudo, ensemble, submit, package, package-test, eda, sanity,
-leaderboard, config, demo-data, pretrain (text projects). `make X` runs stage X, whose code is <package>/X.py
+leaderboard, report, tune, config, demo-data, pretrain (text projects). `make X` runs stage X, whose code is <package>/X.py
 or <package>/X/ (demo-data: demo/, package-test: rehearse.py). Each stage is also its own module: python -m <package>.<stage>.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import sys
 STAGES = {"check": "check", "folds": "folds", "train": "train", "predict": "predict", "submit": "submit",
           "pseudo": "pseudo", "ensemble": "ensemble", "pretrain": "pretrain", "config": "config",
           "demo-data": "demo", "eda": "eda", "sanity": "sanity", "leaderboard": "leaderboard",
-          "package": "package", "package-test": "rehearse"}
+          "package": "package", "package-test": "rehearse", "report": "report",
+          "tune": "tune"}
 
 TEXT_ONLY = {"pretrain"}  # masked-LM post-pretraining
 

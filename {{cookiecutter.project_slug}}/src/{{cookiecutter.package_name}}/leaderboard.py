@@ -14,6 +14,14 @@ kind: kfold | full_fit (cv.json "full_fit": the CV shown is its k-fold source's)
 "method") | pseudo (config pseudo.base set). Folders without cv.json but with config.yaml or
 pretrain.json (an unfinished or failed run, an MLM pretraining) are listed below the table, unscored.
 The table is printed as markdown and written to outputs/leaderboard.csv.
+
+Noise (with --base): for each experiment on the base's folds (the same folds.csv: ids and fold ids), the
+per-fold paired differences of the fold scores to the base (fold_deltas), their mean (delta) and standard
+error over folds (delta_se), and a 95% paired bootstrap interval of the difference on the OOF rows both
+ran (ci_low, ci_high; 1000 resamples of rows, seeded; core/noise.py). within_noise is yes when the interval
+contains 0. delta is experiment minus base in the metric's units (for a loss, negative is better). Other
+folds, no OOF of its own (a full fit), another metric or label map: the columns stay empty and noise_note
+says why. cv_post: the out-of-fold post-processed CV (post.method), when the run has one.
 """
 from __future__ import annotations
 
@@ -22,17 +30,23 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .core.atomic import write_csv
 from .core.cli import run_stage
 from .core.config import CONFIG_DIR, flatten, load, parse_overrides, read_yaml, to_dict
-from .core.errors import ConfigError
+from .core.errors import ConfigError, DataError
+from .core.labels import LabelMap
 from .core.metrics import METRICS
+from .core.noise import fold_deltas, paired_bootstrap
 from .core.rundir import leaderboard_csv, outputs_root
+from .core.tables import read_table
+from .data.files import load_train
 
 IGNORED = {"exp", "overwrite", "train.progress"}  # differ between runs by design, say nothing about the model
 MAX_DIFFS = 8                                     # keys shown per row in the printed table (the CSV has all)
+NOISE_COLS = ("delta", "delta_se", "fold_deltas", "ci_low", "ci_high", "within_noise", "noise_note")
 
 
 def outputs_dir(overrides: list[str]) -> Path:
@@ -70,7 +84,8 @@ def read_run(folder: Path) -> dict | None:
     metric = str(cv.get("metric", config.get("metric", "?")))
     greater = METRICS[metric].greater_is_better if metric in METRICS else bool(cv.get("greater_is_better", True))
     return {"exp": folder.name, "cv": float(cv.get("cv", math.nan)), "metric": metric, "greater": greater,
-            "kind": kind, "folds": folds, "date": date, "wall_seconds": cv.get("wall_seconds", ""), "config": config}
+            "kind": kind, "folds": folds, "date": date, "wall_seconds": cv.get("wall_seconds", ""), "config": config,
+            "cv_post": cv.get("cv_post", ""), "fold_scores": dict(zip(map(int, folds_run), cv.get("folds", [])))}
 
 
 def differences(config: dict, base: dict) -> list[str]:
@@ -100,8 +115,85 @@ def ranked(scored: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], base_name: str) -> str:
+def oof_run(folder: Path, id_col: str, ids: pd.Series, cols: list[str]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(OOF rows in train order, fold ids in train order) of a run folder, or why it has none."""
+    oof_file, folds_file = folder / "oof_preds.csv", folder / "folds.csv"
+    if not oof_file.is_file() or not folds_file.is_file():
+        return "no oof_preds.csv / folds.csv of its own (a full fit's CV is its source's)"
+    oof = read_table(oof_file, dtype={id_col: str}).set_index(id_col)
+    fold = read_table(folds_file, dtype={id_col: str}).set_index(id_col)["fold"]
+    if set(oof.index) != set(ids) or set(fold.index) != set(ids) or list(oof.columns) != cols:
+        return "its rows or columns are not the base's"
+    return oof.loc[ids, cols].to_numpy(np.float64), fold.loc[ids].to_numpy()
+
+
+def comparable(folder: Path, r: dict, b: dict | None, label_map: LabelMap, ids, mine) -> np.ndarray | str:
+    """The experiment's OOF in train order when it can be paired with the base's, else why not."""
+    if isinstance(mine, str):
+        return mine
+    if b is None:
+        return "the base has no cv.json"
+    if r["metric"] != b["metric"]:
+        return f"metric {r['metric']}, the base's is {b['metric']}"
+    labels = folder / "labels.json"
+    if not labels.is_file() or LabelMap.load(labels) != label_map:
+        return "no labels.json, or another label map than the base's"
+    theirs = oof_run(folder, ids.name, ids, label_map.pred_cols)
+    if isinstance(theirs, str):
+        return theirs
+    if not np.array_equal(theirs[1], mine[1]):
+        return "other folds than the base (folds.csv differs)"
+    return theirs[0]
+
+
+def noise(outputs: Path, rows: list[dict], base: str) -> None:
+    """Each row's NOISE_COLS against the base (see the module docstring), in place."""
+    base_dir = outputs / base
+    label_map = ids = y = None
+    try:
+        cfg = load(base, [], base=base_dir / "config.yaml")
+        label_map = LabelMap.load(base_dir / "labels.json")
+        train = load_train(cfg)
+        y = label_map.encode(train, cfg.data.id_col, cfg.data.train_file)
+        ids = train[cfg.data.id_col]
+        mine = oof_run(base_dir, cfg.data.id_col, ids, label_map.pred_cols)
+    except (ConfigError, DataError, OSError) as e:
+        mine = f"the base's targets or OOF cannot be read ({e})"
+    b = next(r for r in rows if r["exp"] == base) if any(r["exp"] == base for r in rows) else None
+    for r in rows:
+        r.update(dict.fromkeys(NOISE_COLS, ""))
+        if r["exp"] == base:
+            r.update(delta=0.0, within_noise="(base)")
+            continue
+        why = comparable(outputs / r["exp"], r, b, label_map, ids, mine)
+        if isinstance(why, str):
+            r["noise_note"] = why
+            continue
+        p, (q, fold) = why, mine
+        deltas, mean, se = fold_deltas(r["fold_scores"], b["fold_scores"])
+        common = sorted(set(r["fold_scores"]) & set(b["fold_scores"]))
+        rows_ok = np.isin(fold, common) & ~np.isnan(p).any(1) & ~np.isnan(q).any(1)
+        if not rows_ok.any():
+            r["noise_note"] = "no OOF rows shared with the base"
+            continue
+        _, low, high = paired_bootstrap(r["metric"], label_map.problem, y[rows_ok], p[rows_ok], q[rows_ok])
+        r.update(delta=mean, delta_se=se, fold_deltas=" ".join(f"{d:+.5f}" for d in deltas), ci_low=low,
+                 ci_high=high, within_noise="yes" if low <= 0 <= high else "no" if np.isfinite(low) else "")
+
+
+def noise_cells(r: dict) -> list[str]:
+    if r["within_noise"] == "(base)":
+        return ["0 (base)", "", "(base)"]
+    if r["noise_note"] or r["delta"] == "":
+        return ["", "", r["noise_note"] or ""]
+    se = "" if math.isnan(r["delta_se"]) else f" ± {r['delta_se']:.5f}"
+    return [f"{r['delta']:+.5f}{se}", f"[{r['ci_low']:+.5f}, {r['ci_high']:+.5f}]", r["within_noise"]]
+
+
+def markdown(rows: list[dict], base_name: str, with_noise: bool = False) -> str:
     head = ["#", "exp", "cv", "metric", "kind", "folds", "date", "wall s", f"differs from {base_name}"]
+    if with_noise:
+        head[-1:-1] = ["delta (± se, folds)", "95% CI (rows)", "within noise"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         diffs = r["differs"]
@@ -109,6 +201,8 @@ def markdown(rows: list[dict], base_name: str) -> str:
                                                 else "")
         cells = [r["rank"], r["exp"], "nan" if math.isnan(r["cv"]) else f"{r['cv']:.5f}", r["metric"],
                  r["kind"], r["folds"], r["date"], r["wall_seconds"], shown.replace("|", "\\|")]
+        if with_noise:
+            cells[-1:-1] = noise_cells(r)
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -133,11 +227,16 @@ def run(exp: str | None, overrides: list[str], base: str | None = None) -> pd.Da
     for r in rows:
         r["differs"] = ["(base)"] if r["exp"] == base else differences(r["config"], base_config) if base_config \
             else []
-    print(markdown(rows, base_name) if rows else f"no finished experiment (cv.json) in {outputs}/")
+    for r in rows:
+        r.update(dict.fromkeys(NOISE_COLS, ""))
+    if base is not None and rows:
+        noise(outputs, rows, base)
+    print(markdown(rows, base_name, base is not None) if rows else f"no finished experiment (cv.json) in {outputs}/")
     for r in unscored:
         print(f"- {r['exp']}: {r['kind']}, not ranked")
     table = pd.DataFrame([{k: r[k] for k in ("rank", "exp", "cv", "metric", "kind", "folds", "date",
-                                             "wall_seconds")} | {"differs": "; ".join(r["differs"])} for r in rows])
+                                             "wall_seconds")} | {"differs": "; ".join(r["differs"])}
+                          | {k: r[k] for k in ("cv_post", *NOISE_COLS)} for r in rows])
     if rows:
         write_csv(leaderboard_csv(outputs), table)
         print(f"\n-> {leaderboard_csv(outputs)}")

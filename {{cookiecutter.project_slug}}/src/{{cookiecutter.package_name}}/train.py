@@ -7,6 +7,7 @@
 
 K-fold: training/kfold.py (outputs/<exp>/: checkpoints, OOF, cv.json, loss curves per fold). Full fit:
 training/fullfit.py, then the test predictions of inference/predictor.py, as make predict makes them.
+At the end, outputs/<exp>/report.html (reporting/, report.auto=true; make report EXP=<exp> by hand).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from .core.cli import run_stage
 from .core.config import load
 from .core.errors import ConfigError
 from .core.lock import hold
+from .core.rundir import RunPaths
 from .inference.predictor import predict_test
+from .reporting import refresh
 from .training.fullfit import run_full_fit
 from .training.kfold import train_kfold
 
@@ -26,11 +29,14 @@ def run(exp: str | None, overrides: list[str], resume: bool = False) -> dict:
     folder = Path(cfg.paths.outputs) / (f"{cfg.exp}_full" if cfg.train.full_fit else cfg.exp)
     with hold(folder, "train"):  # one writer per experiment, overwrite=true or not
         if not cfg.train.full_fit:
-            return train_kfold(cfg, resume=resume)
+            result = train_kfold(cfg, resume=resume)
+            refresh(RunPaths(cfg), cfg)
+            return result
         if resume:
             raise ConfigError("RESUME=1 applies to k-fold runs; rerun the full fit (train.full_fit=true) instead")
         result = run_full_fit(cfg)
         predict_test(cfg.exp, [])  # every process: predict shards the test rows under DDP too
+        refresh(RunPaths(cfg, folder.name), cfg)
         return result
 
 

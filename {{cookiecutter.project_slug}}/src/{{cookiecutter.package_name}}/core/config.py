@@ -152,11 +152,13 @@ def check_choices(cfg: Config, flat: dict, explicit: set[str]) -> None:
 def check_ranges(cfg: Config, flat: dict) -> None:
     positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len",
                 "adv.steps", "ema.every", "ensemble.hill_iters", "train.max_skipped_steps", "sanity.rows",
-                "sanity.steps", "package.sample_rows"]
+                "sanity.steps", "package.sample_rows", "report.thumb",
+                "report.text_chars"]
     for key in positive:
         if flat[key] < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
-    for key in ("sanity.lr", "sanity.samples", "eda.max_rows", "package.test_rows", "package.time_limit"):
+    for key in ("sanity.lr", "sanity.samples", "eda.max_rows", "report.worst", "package.test_rows",
+                "package.time_limit"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     if cfg.train.n_folds < 2:

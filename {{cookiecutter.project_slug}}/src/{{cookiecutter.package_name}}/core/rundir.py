@@ -17,12 +17,18 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/<exp>/fold<k>/pseudo_labels.csv   pseudo runs: the rows and targets fold k trained on
     outputs/<exp>/seed<s>/model.pt  full-fit runs          outputs/<ens>/oof_corr.png  ensembles
     outputs/<ens>/meta_models.pkl   stack ensembles: the fold meta-models that predict test
+    outputs/<exp>/post.json         post.method: parameters (all OOF, per fold), cv_post
+    outputs/<exp>/test_post.csv     post.method: test_preds.csv post-processed (what make submit writes)
     submissions/<exp>.csv
     outputs/sanity_<exp>/           make sanity (sanity.json, loss.png, augmented.png + augmentations.txt / samples.txt)
     outputs/eda/                    make eda (report.md, *.png, summary.json)
     outputs/leaderboard.csv         make leaderboard
+    outputs/<exp>/report.html       make report EXP=<exp> (and train / ensemble at their end)
+    outputs/leaderboard.html        make report (no EXP)
     outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)
     packages/<bundle>/              make package: a Kaggle Dataset + notebook (BundlePaths below)
+    outputs/<study>/                make tune: study.db, study.json, best.yaml, summary.md, *.png (StudyPaths below);
+                                    its trials are experiments outputs/<study>_t<k>/
 """
 from __future__ import annotations
 
@@ -82,12 +88,15 @@ class RunPaths:
     predict_record = property(lambda s: s.dir / "predict.json")
     corr_plot = property(lambda s: s.dir / "oof_corr.png")
     meta_models = property(lambda s: s.dir / "meta_models.pkl")        # stack ensembles: fold meta-models
+    post = property(lambda s: s.dir / "post.json")                     # post.method: fitted parameters, cv_post
+    test_post = property(lambda s: s.dir / "test_post.csv")            # post.method: post-processed test_preds
     submission = property(lambda s: s.submissions / f"{s.exp}.csv")
     sanity_dir = property(lambda s: s.dir.parent / f"sanity_{s.exp}")  # make sanity: not an experiment
     pretrain_json = property(lambda s: s.dir / "pretrain.json")          # make pretrain: before / after
     pretrained_model = property(lambda s: s.dir / "model")              # make pretrain: HF directory
     pretrain_state = property(lambda s: s.dir / "pretrain_state.pt")    # make pretrain: resume point
     run_record = property(lambda s: s.dir / "run.json")
+    report = property(lambda s: s.dir / "report.html")                 # make report: the run's page
     code_diff = property(lambda s: s.dir / "code.diff")
 
     def fold_dir(self, k: int) -> Path:
@@ -168,6 +177,33 @@ def bundle_paths(packages: str | Path, name: str) -> BundlePaths:
     return BundlePaths(Path(packages) / name)
 
 
+class StudyPaths:
+    """A hyper-parameter study (make tune EXP=<base> NAME=<study>); trial k is the experiment <study>_t<k>:
+
+        outputs/<study>/study.db          Optuna's SQLite storage (WAL mode): make tune again continues it
+        outputs/<study>/study.json        what the study is bound to: base, folds, metric (checked on every run)
+        outputs/<study>/best.yaml         the best trial's config as an experiment config (configs/<name>.yaml-ready)
+        outputs/<study>/summary.md        every trial: state, CV, fold scores, parameters, run folder
+        outputs/<study>/history.png       optimisation history     outputs/<study>/importance.png  parameter importances
+        outputs/<study>/tune.log          the study's log (each trial's own log is outputs/<study>_t<k>/train.log)
+    """
+
+    def __init__(self, outputs: str | Path, name: str):
+        self.name = name
+        self.dir = Path(outputs) / name
+
+    db = property(lambda s: s.dir / "study.db")
+    record = property(lambda s: s.dir / "study.json")
+    best = property(lambda s: s.dir / "best.yaml")
+    summary = property(lambda s: s.dir / "summary.md")
+    history_plot = property(lambda s: s.dir / "history.png")
+    importance_plot = property(lambda s: s.dir / "importance.png")
+    log = property(lambda s: s.dir / "tune.log")
+
+    def trial_exp(self, k: int) -> str:
+        return f"{self.name}_t{k}"
+
+
 def eda_dir(cfg: Config) -> Path:
     """make eda's report folder: one per outputs folder (the data set is the config's, not an experiment's)."""
     return Path(cfg.paths.outputs) / "eda"
@@ -180,6 +216,11 @@ def tracking_dir(cfg: Config) -> Path:
 
 def leaderboard_csv(outputs: Path) -> Path:
     return Path(outputs) / "leaderboard.csv"
+
+
+def leaderboard_html(outputs: Path) -> Path:
+    """make report without EXP: the leaderboard page, each row linking to outputs/<exp>/report.html."""
+    return Path(outputs) / "leaderboard.html"
 
 
 def outputs_root(overrides: list[str], config_dir: Path = CONFIG_DIR) -> Path:

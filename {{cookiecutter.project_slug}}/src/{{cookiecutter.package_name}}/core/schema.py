@@ -190,6 +190,11 @@ class PretrainConfig:
 
 
 @dataclass
+class PostConfig:
+    method: str = "none"                   # none | threshold | class_thresholds | rounder | prior (fitted out of fold)
+
+
+@dataclass
 class SubmitConfig:
     format: str = "auto"                    # auto | label | proba
     threshold: float = 0.5                  # multilabel: probability -> 0/1 for label format
@@ -207,6 +212,16 @@ class PackageConfig:
     sample_rows: int = 64                   # test rows timed per model and view for the projection
     gpu: bool = True                        # kernel-metadata.json enable_gpu
     licence: str = "CC0-1.0"                # dataset-metadata.json licence name
+
+
+@dataclass
+class ReportConfig:
+    # make report EXP=<exp>: outputs/<exp>/report.html (reporting/); train and ensemble refresh it at their end
+    auto: bool = True                       # make train / make ensemble write the report when they finish
+    solution: str = ""                      # answer key (id + target columns) to score test_preds.csv; "" = none
+    worst: int = 12                         # worst OOF examples shown (highest loss)
+    text_chars: int = 300                   # text: characters of each shown example
+    thumb: int = 96                         # image: side of the shown examples' thumbnails (pixels)
 
 
 @dataclass
@@ -230,6 +245,20 @@ class TrackConfig:
     backends: list[str] = field(default_factory=list)
     dir: str = ""                           # mlflow file store / tensorboard logs; "" = outputs/tracking
     project: str = ""                       # mlflow experiment / wandb project; "" = the project folder's name
+
+
+@dataclass
+class TuneConfig:
+    # make tune EXP=<base> NAME=<study>: Optuna search -> outputs/<study>/ (configs/<study>.tune.yaml: a tune: section)
+    space: dict = field(default_factory=dict)   # dotted key -> {low, high, log} | {low, high, step} | {choices: [...]}
+    trials: int = 20                        # the study's finished trials (complete + pruned); make tune again runs the rest
+    folds: list[int] = field(default_factory=list)   # folds each trial trains; [] = the base's train.folds (all)
+    n_jobs: int = 1                         # processes on the same study.db (one per GPU)
+    sampler: str = "tpe"                    # tpe | random
+    seed: int = 0                           # sampler seed (process i of n_jobs: seed + i)
+    prune: bool = True                      # median pruner on per-fold scores
+    startup_trials: int = 5                 # trials finished before the pruner stops any (and TPE samples at random)
+    include_base: bool = True               # a new study's first trial runs the base's own values of the searched keys
 
 
 @dataclass
@@ -264,10 +293,13 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    post: PostConfig = field(default_factory=PostConfig)
     package: PackageConfig = field(default_factory=PackageConfig)
     eda: EdaConfig = field(default_factory=EdaConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -285,6 +317,8 @@ CHOICES = {
     "tta.reduce": ("mean", "gmean"),
     "aug.preset": ("none", "light", "medium", "heavy"),
     "ensemble.method": ("mean", "weighted", "hill", "rank", "gmean", "stack"),
+    "post.method": ("none", "threshold", "class_thresholds", "rounder", "prior"),
+    "tune.sampler": ("tpe", "random"),
 }
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.

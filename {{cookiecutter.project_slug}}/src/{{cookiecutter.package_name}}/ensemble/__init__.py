@@ -29,6 +29,7 @@ of the fold meta-models). Only folds that every member ran are used. The methods
 are in blend.py, reading and checking the members in members.py; this module writes the run.
 
 Writes outputs/<name>/: config.yaml, labels.json, folds.csv, oof_preds.csv, test_preds.csv, train.log,
+post.json + test_post.csv (with post.method: post-processing fitted out of fold on the ensemble's OOF),
 oof_corr.png (members' OOF correlation), meta_models.pkl (stack: the fold meta-models), cv.json ("kind": "ensemble", cv, cv_in_sample, members' cv on the
 same rows, weights
 and fold_weights or meta-model coefficients, oof_from, per-fold scores).
@@ -47,11 +48,14 @@ from ..core.config import dump, load, parse_overrides
 from ..core.errors import ConfigError, DataError
 from ..core.metrics import METRICS, score
 from ..core.lock import hold
+from ..core.labels import LabelMap
 from ..core.records import finish_record, start_record
 from ..core.rundir import RunPaths, create_run_dir, get_logger, outputs_root, refuse_existing
 from ..core.schema import Config
 from ..data.files import data_path, load_train
 from ..inference.combine import save_meta_models
+from ..inference.postrun import check as check_post, post_test
+from ..reporting import refresh
 from .blend import cross_fit, meta_estimator
 from .members import check_members, read_member
 
@@ -94,8 +98,10 @@ def open_ensemble(name: str | None, exps: str | None, overrides: list[str]) -> t
                           f"EXP={members[0]}` first")
     cfg = load(name, overrides, base=first)
     # The first member may be an ensemble, or saved with overwrite=true: those two are this run's own.
-    own = load(name, [o for o in overrides if o.startswith(("ensemble.", "overwrite="))])
+    own = load(name, [o for o in overrides if o.startswith(("ensemble.", "overwrite=", "post."))])
     cfg.ensemble, cfg.overwrite, cfg.paths.outputs = own.ensemble, own.overwrite, str(root)
+    cfg.post = own.post  # a member's post-processing is not the ensemble's
+    check_post(cfg)
     cfg.ensemble.members = members
     if cfg.ensemble.method == "gmean" and cfg.problem == "regression":
         raise ConfigError("config key 'ensemble.method' gmean needs probabilities; for regression use mean, "
@@ -109,7 +115,11 @@ def run(exp: str | None, overrides: list[str], name: str | None = None, exps: st
     """EXP plays no part: the ensemble is named by --name (NAME=) and its members by --exps (EXPS=)."""
     cfg, root = open_ensemble(name, exps, overrides)
     with hold(root / cfg.exp, "ensemble"):
-        return write_ensemble(cfg, root, overrides)
+        result = write_ensemble(cfg, root, overrides)
+        if cfg.post.method != "none":  # fitted on the ensemble's own (out-of-fold) OOF, like any run's
+            paths = RunPaths(cfg)
+            post_test(cfg, paths, LabelMap.load(paths.labels))
+        return result
 
 
 def write_ensemble(cfg: Config, root: Path, overrides: list[str]) -> dict:
@@ -162,6 +172,7 @@ def write_ensemble(cfg: Config, root: Path, overrides: list[str]) -> dict:
     log = get_logger(paths.log)
     for line in notes + summary(result):
         log.info(line)
+    refresh(paths, cfg)  # report.html: members, weights, OOF analysis
     return result
 
 

@@ -40,7 +40,7 @@ from ..core.tables import read_table
 
 # Keys a resumed run may change: they do not touch the training numbers.
 FREE = ("exp", "overwrite", "train.progress", "track.", "tta.", "infer.", "submit.", "eda.", "sanity.",
-        "ensemble.", "paths.submissions")
+        "ensemble.", "report.", "paths.submissions")
 
 
 @dataclass

@@ -192,11 +192,12 @@ def open_kfold_run(cfg: Config, accelerator, train_df, label_map, mod, folds_df,
 
 def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[int, PseudoRows] | None = None,
                 before_training: Callable[[RunPaths], None] | None = None, resume: bool = False,
-                kind: str = "kfold") -> dict:
+                kind: str = "kfold", on_fold: Callable[[int, float], None] | None = None) -> dict:
     """K-fold training of cfg. folds_df: the folds to use (default: the data set's shared folds file);
     extra: rows added to fold k's training part (pseudo-labels); before_training(paths): writes more
     files into the fresh run folder (main process, after the folder is created); resume: continue the
-    interrupted run in outputs/<exp>/ (checkpoints.py); kind: cv.json's "kind" (kfold | pseudo)."""
+    interrupted run in outputs/<exp>/ (checkpoints.py); kind: cv.json's "kind" (kfold | pseudo); on_fold(k, score):
+    called after each fold (skipped ones too) with its score; what it raises ends the run (make tune prunes)."""
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
     check_batch_split(cfg, accelerator.num_processes)
@@ -218,7 +219,7 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
     trackers.log_params(flatten(to_dict(cfg)))
     try:
         result = run_folds(cfg, train_df, y_fit, label_map, folds, mod, paths, accelerator, log, extra, resume,
-                           trackers, kind)
+                           trackers, kind, on_fold)
     except BaseException as e:
         if accelerator.is_main_process:
             finish_record(paths, status=f"failed: {type(e).__name__}: {e}"[:500])
@@ -232,7 +233,7 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
 
 
 def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, paths: RunPaths, accelerator, log,
-              extra, resume: bool, trackers: Trackers, kind: str) -> dict:
+              extra, resume: bool, trackers: Trackers, kind: str, on_fold=None) -> dict:
     id_col = cfg.data.id_col
     y_true = label_map.encode(train_df, id_col, cfg.data.train_file)
     fold_ids = folds["fold"].to_numpy()
@@ -259,6 +260,8 @@ def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, pat
                      f"(each {[round(seed_scores[s][-1], 5) for s in seeds]})")
         else:
             scores.append(seed_scores[None][-1])
+        if on_fold is not None:
+            on_fold(k, scores[-1])
 
     covered = np.isin(fold_ids, fold_list)
     oof = np.mean([oofs[s] for s in seeds], axis=0)
