@@ -130,6 +130,47 @@ def test_fp16_bundle_is_smaller_and_predicts_within_rounding(inside, tmp_path):
     assert 0 < diff < 1e-2
 
 
+POST = {"binary": ("threshold", "f1"), "multiclass": ("prior", "accuracy"),
+        "multilabel": ("class_thresholds", "f1_macro"), "regression": ("rounder", "qwk")}
+
+
+def _pushed(params: dict) -> dict:
+    """Fitted post-processing parameters moved far enough to change many decisions."""
+    if "threshold" in params:
+        return {"threshold": 0.9}
+    if "offsets" in params:
+        return {"offsets": [0.0] + [3.0] + [0.0] * (len(params["offsets"]) - 2)}
+    if "thresholds" in params:
+        return {"thresholds": [0.9] * len(params["thresholds"])}
+    return {**params, "cuts": [[c + 0.7 for c in cuts] for cuts in params["cuts"]]}
+
+
+def test_a_bundle_submits_the_post_processed_labels_make_submit_wrote(inside, tmp_path):
+    method, metric = POST[_CFG.problem]
+    shutil.copytree(inside / "outputs/pk", inside / "outputs/pk_post")
+    saved = yaml.safe_load(Path("outputs/pk_post/config.yaml").read_text())
+    Path("outputs/pk_post/config.yaml").write_text(yaml.safe_dump({**saved, "metric": metric}, sort_keys=False))
+    _stage("submit", "--exp", "pk_post")
+    plain = (inside / "submissions/pk_post.csv").read_bytes()
+    _stage("submit", "--exp", "pk_post", f"post.method={method}")  # fits post.json
+    post = json.loads(Path("outputs/pk_post/post.json").read_text())
+    Path("outputs/pk_post/post.json").write_text(json.dumps({**post, "params": _pushed(post["params"])}))
+    _stage("submit", "--exp", "pk_post", f"post.method={method}")  # post.json is current: used as it is
+    made = (inside / "submissions/pk_post.csv").read_bytes()
+    assert made != plain
+    bundle = package.run("pk_post", [f"post.method={method}"], name="b_post")
+    assert json.loads((bundle / "MANIFEST.json").read_text())["post_method"] == method
+    assert json.loads((bundle / "runs/pk_post/post.json").read_text())["params"] == _pushed(post["params"])
+    data = yaml.safe_load((inside / "outputs/pk/config.yaml").read_text())["data"]["dir"]
+    offline.predict_bundle(bundle, Path(data), tmp_path / "sub.csv", tmp_path / "work")
+    assert (tmp_path / "sub.csv").read_bytes() == made
+    without = package.run("pk_post", [], name="b_plain")  # post.method=none: a note, and the plain labels
+    assert json.loads((without / "MANIFEST.json").read_text())["post_method"] == "none"
+    offline.predict_bundle(without, Path(data), tmp_path / "plain.csv", tmp_path / "work2")
+    assert (tmp_path / "plain.csv").read_bytes() == plain
+    shutil.rmtree(inside / "outputs/pk_post")
+
+
 @pytest.mark.slow
 def test_full_fit_and_pseudo_runs_are_bundled_with_their_own_models(inside, tmp_path, demo_dir):
     _stage("train", "--exp", "pk", *_args(demo_dir), "train.full_fit=true", "train.seeds=[1,2]", "overwrite=true")

@@ -37,7 +37,8 @@ def test_a_study_writes_best_and_summary_and_a_second_run_continues_it(tiny):
     # every trial is an experiment: its CV is the value the study recorded
     for t in first:
         assert json.loads(Path(f"outputs/s_t{t.number}/cv.json").read_text())["cv"] == pytest.approx(t.value)
-    best = max(first, key=lambda t: t.value)
+    metric = mod("core.config").load("base", tiny).metric  # rmse in a regression project: lower is better
+    best = (max if mod("core.metrics").METRICS[metric].greater_is_better else min)(first, key=lambda t: t.value)
     Path("configs/best.yaml").write_text(Path("outputs/s/best.yaml").read_text())
     cfg = mod("core.config").load("best", tiny)
     assert cfg.train.lr == pytest.approx(best.params["train.lr"]) and cfg.train.epochs == 1 and cfg.train.folds == []

@@ -39,6 +39,7 @@ from .core.errors import ConfigError, TrainingError
 from .core.rundir import RunPaths, bundle_paths, get_logger, open_run, outputs_root
 from .data.files import data_path, load_test
 from .data.submission import submission_from_preds
+from .inference.offline import post_processed
 from .core.tables import read_table
 
 PACKAGE = __package__
@@ -140,10 +141,12 @@ def unchanged(bundle_copy: Path, manifest: dict) -> list[str]:
     return sorted(p for p in set(now) | set(listed) if now.get(p) != listed.get(p))
 
 
-def reference(cfg, paths, label_map, out: Path) -> bytes:
-    """What make submit writes for the experiment now: built from outputs/<exp>/test_preds.csv the same way."""
-    sub = submission_from_preds(cfg, label_map, paths.require(paths.test_preds, "predict"),
-                                f"re-run make predict EXP={paths.exp}")
+def reference(bundle, manifest: dict, cfg, paths, label_map, out: Path) -> bytes:
+    """What make submit writes for the experiment now: built from outputs/<exp>/test_preds.csv the same way
+    (post-processed with the bundle's post.json when it has a post_method)."""
+    preds = post_processed(bundle, manifest, paths.require(paths.test_preds, "predict"),
+                           out.with_name("reference_post.csv"), cfg.data.id_col, label_map)
+    sub = submission_from_preds(cfg, label_map, preds, f"re-run make predict EXP={paths.exp}")
     write_csv(out, sub)
     return out.read_bytes()
 
@@ -165,7 +168,7 @@ def rehearse(bundle, manifest: dict, cfg, paths, label_map, scratch: Path) -> di
     python = make_venv(scratch / "venv", netlog)
     env, prefix = clean_env(input_dir, working, netlog), namespace()
     checks(python, env, prefix)
-    expected = reference(cfg, paths, label_map, scratch / "reference.csv")
+    expected = reference(bundle, manifest, cfg, paths, label_map, scratch / "reference.csv")
     start = time.perf_counter()
     with open(scratch / "inference.log", "w") as log_file:
         done = subprocess.run(prefix + [str(python), str(copy / "inference.py"), "--work", str(scratch / "work")],

@@ -28,6 +28,7 @@ from ..data.files import load_test
 from ..data.submission import submission_from_preds
 from ..training.setup import make_accelerator
 from .combine import combine_test, load_meta_models
+from .postrun import apply_file
 from .predictor import predict_models
 from ..core.tables import read_table
 
@@ -116,6 +117,17 @@ class BundleRun:
         self.log.info(f"ensemble {paths.exp}: {method} of {members}")
 
 
+def post_processed(bundle: BundlePaths, manifest: dict, preds: Path, out: Path, id_col: str, label_map) -> Path:
+    """The bundle's post.method (MANIFEST.json post_method), applied with the parameters make package copied
+    (runs/<exp>/post.json, fitted on all OOF rows): out; preds itself when the bundle has none."""
+    method = manifest.get("post_method", "none")
+    if method == "none":
+        return preds
+    params = json.loads((bundle.run_dir(manifest["exp"]) / "post.json").read_text())["params"]
+    return apply_file(method, params, preds, out, id_col, label_map,
+                      "the bundle's runs disagree with its labels.json")
+
+
 def predict_bundle(bundle_dir: Path, data_dir: Path, out: Path, work: Path | None = None) -> dict:
     """The bundle's experiment on data_dir's test file -> out (submission.csv). work keeps every run's
     test_preds.csv and bundle_run.json (what ran, how long); a temporary folder when None."""
@@ -130,8 +142,9 @@ def predict_bundle(bundle_dir: Path, data_dir: Path, out: Path, work: Path | Non
         start = time.perf_counter()
         runner = BundleRun(bundle, data_dir, work, log)
         final = runner.preds(manifest["exp"])
-        seconds = time.perf_counter() - start
         cfg, _, label_map = open_run(manifest["exp"], run_overrides(bundle, manifest["exp"], data_dir), "package")
+        final = post_processed(bundle, manifest, final, final.with_name("test_post.csv"), cfg.data.id_col, label_map)
+        seconds = time.perf_counter() - start
         sub = submission_from_preds(cfg, label_map, final, "the bundle's runs disagree with its labels.json")
         write_csv(Path(out), sub)
         record = {"bundle": manifest["bundle"], "exp": manifest["exp"], "rows": len(sub),

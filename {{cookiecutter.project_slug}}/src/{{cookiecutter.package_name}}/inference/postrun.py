@@ -93,12 +93,19 @@ def current_post(cfg: Config, paths: RunPaths, label_map: LabelMap) -> dict:
 def post_test(cfg: Config, paths: RunPaths, label_map: LabelMap) -> Path:
     """test_preds.csv with the post-processing fitted on all OOF rows -> test_post.csv (its path)."""
     info = current_post(cfg, paths, label_map)
-    id_col = cfg.data.id_col
-    preds = read_table(paths.require(paths.test_preds, "predict"), dtype={id_col: str})
+    return apply_file(cfg.post.method, info["params"], paths.require(paths.test_preds, "predict"), paths.test_post,
+                      cfg.data.id_col, label_map, f"re-run make predict EXP={paths.exp}")
+
+
+def apply_file(method: str, params: dict, preds_file: Path, out: Path, id_col: str, label_map: LabelMap,
+               fix: str) -> Path:
+    """preds_file post-processed with params -> out; make submit and a bundle (make package) share it, so
+    their submissions are the same bytes."""
+    preds = read_table(preds_file, dtype={id_col: str})
     cols = [c for c in preds.columns if c != id_col]
     if cols != label_map.pred_cols:
-        raise DataError(f"{paths.test_preds} holds columns {cols[:10]}, labels.json predicts "
-                        f"{label_map.pred_cols[:10]}; re-run make predict EXP={paths.exp}")
-    out = apply(cfg.post.method, preds[label_map.pred_cols].to_numpy(np.float64), info["params"])
-    write_csv(paths.test_post, preds_frame(pd.Series(preds[id_col]), id_col, out, label_map))
-    return paths.test_post
+        raise DataError(f"{preds_file} holds columns {cols[:10]}, labels.json predicts {label_map.pred_cols[:10]}; "
+                        f"{fix}")
+    values = apply(method, preds[label_map.pred_cols].to_numpy(np.float64), params)
+    write_csv(out, preds_frame(pd.Series(preds[id_col]), id_col, values, label_map))
+    return out

@@ -30,6 +30,7 @@ from ..core.errors import ConfigError
 from ..core.lock import hold
 from ..core.rundir import BundlePaths, bundle_paths, get_logger, open_run, outputs_root
 from ..inference.offline import versions
+from ..inference.postrun import check as check_post, current_post
 from .budget import check_budget, human, projection, startup_seconds, time_run
 from .contents import collect_runs, copy_runs
 from .kaggle import (build_wheels, check_name, dataset_metadata, kernel_metadata, manifest, notebook_text, owner,
@@ -37,12 +38,12 @@ from .kaggle import (build_wheels, check_name, dataset_metadata, kernel_metadata
 
 PROJECT = Path(__file__).resolve().parents[3]  # src/<package>/package/ -> the project folder
 PACKAGE = __package__.split(".")[0]
-OWN_KEYS = ("package.", "overwrite=", "paths.packages=")
+OWN_KEYS = ("package.", "overwrite=", "paths.packages=", "post.")
 
 
 def settings(exp: str, overrides: list[str]):
-    """package.*, overwrite, paths.packages: this stage's own (a run saved with overwrite=true must not replace
-    bundles)."""
+    """package.*, overwrite, paths.packages, post.*: this stage's own (a run saved with overwrite=true must not
+    replace bundles; post.method as make submit takes it)."""
     return load(exp, [o for o in overrides if o.startswith(OWN_KEYS)])
 
 
@@ -66,8 +67,9 @@ def run(exp: str | None, overrides: list[str], name: str | None = None) -> Path:
 def build(exp: str, overrides: list[str], name: str, own, bundle: BundlePaths) -> Path:
     root = outputs_root(overrides)
     runs = collect_runs(root, exp)
-    cfg, _, _ = open_run(exp, [f"paths.outputs={root}"], "package")
+    cfg, paths, label_map = open_run(exp, [f"paths.outputs={root}"], "package")
     log = get_logger(None)
+    post = bundle_post(cfg, own, paths, label_map, runs[exp], log)
     partial = bundle.root.parent / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -80,7 +82,7 @@ def build(exp: str, overrides: list[str], name: str, own, bundle: BundlePaths) -
                  f"{plan['test_csv_rows']}")
         check_budget(plan)
         copy_runs(root, runs, BundlePaths(partial).runs, own.package.half)
-        write_files(name, BundlePaths(partial), own, cfg, runs, plan, wheels)
+        write_files(name, BundlePaths(partial), own, cfg, runs, plan, wheels, post)
         if bundle.root.exists():
             shutil.rmtree(bundle.root)
         os.replace(partial, bundle.root)
@@ -92,7 +94,23 @@ def build(exp: str, overrides: list[str], name: str, own, bundle: BundlePaths) -
     return bundle.root
 
 
-def write_files(name: str, out: BundlePaths, own, cfg, runs: dict, plan: dict, wheels: list[str]) -> None:
+def bundle_post(cfg, own, paths, label_map, top, log) -> str:
+    """post.method for the bundle (as make submit: configs/<exp>.yaml < ARGS): post.json fitted (or kept when
+    current) and bundled with the top run, so the notebook submits the post-processed labels."""
+    if own.post.method == "none":
+        if paths.post.is_file():
+            log.info(f"note: {paths.post} exists but post.method=none: the bundle's submission is not "
+                     f"post-processed (pass ARGS=\"post.method=...\" to bundle it)")
+        return "none"
+    cfg.post = own.post
+    check_post(cfg)
+    current_post(cfg, paths, label_map)
+    top.files.append(paths.post.name)
+    return cfg.post.method
+
+
+def write_files(name: str, out: BundlePaths, own, cfg, runs: dict, plan: dict, wheels: list[str],
+                post: str = "none") -> None:
     """The script, the notebook, the two metadata files and, last, MANIFEST.json (it lists the others)."""
     user, competition = owner(own.package.owner), own.package.competition or Path(cfg.data.dir).name
     script = script_text(name, PACKAGE)
@@ -113,7 +131,7 @@ def write_files(name: str, out: BundlePaths, own, cfg, runs: dict, plan: dict, w
             "test_file": cfg.data.test_file, "sample_submission_file": cfg.data.sample_submission_file,
             "runs": {r.exp: {"kind": r.kind, "members": r.members, "checkpoints": r.checkpoints}
                      for r in runs.values()},
-            "budget": plan}
+            "budget": plan, "post_method": post}
     write_json_file(out.manifest, manifest(out.root, info, versions()))
 
 
