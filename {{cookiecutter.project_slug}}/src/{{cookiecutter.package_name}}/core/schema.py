@@ -75,6 +75,7 @@ class TrainConfig:
     deterministic: bool = False             # GPU: deterministic algorithms (slower); CPU runs are already exact
     max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
     sync_bn: bool = True                    # NPROC>1 on GPUs: BatchNorm statistics over the global batch
+    grad_checkpointing: bool = False        # recompute activations in backward: less memory, ~30% slower
 
 
 @dataclass
