@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers bench-post bench-tune clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers bench-post bench-tune bench-cache clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-post: $(STAMP) ## post.method: cv, in-sample and out-of-fold cv_post, test
 
 bench-tune: $(STAMP) ## make tune: a 12-trial study on image_fmnist, killed mid-trial and continued (bench/tune.py)
 	OMP_NUM_THREADS=1 $(VPY) bench/tune.py
+
+bench-cache: $(STAMP) ## data.cache none / ram / disk on 512 px JPEGs trained at 96 px: epoch time, loader items/s (bench/cache.py)
+	OMP_NUM_THREADS=2 $(VPY) bench/cache.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs

@@ -25,6 +25,7 @@ All paths come from here; stages never build them by hand. An experiment folder:
     outputs/leaderboard.csv         make leaderboard
     outputs/<exp>/report.html       make report EXP=<exp> (and train / ensemble at their end)
     outputs/leaderboard.html        make report (no EXP)
+    cache/<key>.npy                 image data.cache=disk: decoded, resized images (paths.cache)
     outputs/tracking/               optional trackers' local store (track.backends; track.dir moves it)
     packages/<bundle>/              make package: a Kaggle Dataset + notebook (BundlePaths below)
     outputs/<study>/                make tune: study.db, study.json, best.yaml, summary.md, *.png (StudyPaths below);
@@ -207,6 +208,11 @@ class StudyPaths:
 def eda_dir(cfg: Config) -> Path:
     """make eda's report folder: one per outputs folder (the data set is the config's, not an experiment's)."""
     return Path(cfg.paths.outputs) / "eda"
+
+
+def cache_dir(cfg: Config) -> Path:
+    """data.cache=disk: decoded images of image projects (modality/image_cache.py), shared by every run."""
+    return Path(cfg.paths.cache)
 
 
 def tracking_dir(cfg: Config) -> Path:

@@ -33,6 +33,7 @@ class DataConfig:
     group_col: str = ""                     # '' = no grouping
     image_col: str = BAKED["image_col"]     # image: path relative to data.dir
     image_size: int = BAKED["image_size"]   # image: side after resize
+    cache: str = "none"                     # image: none | ram | disk (decode + resize once; modality/image_cache.py)
     text_cols: list[str] = _baked_list("text_cols")   # text: joined with [SEP]
     max_len: int = BAKED["max_len"]         # text: tokens per example
     fold_seed: int = 42                     # folds depend on this, not on `seed`
@@ -268,6 +269,7 @@ class PathsConfig:
     submissions: str = "submissions"
     folds: str = "folds"
     packages: str = "packages"              # make package: packages/<bundle>/
+    cache: str = "cache"                    # image data.cache=disk: decoded-image files
 
 
 @dataclass
@@ -308,6 +310,7 @@ CHOICES = {
     "task": ("image", "text"),
     "problem": ("binary", "multiclass", "multilabel", "regression"),
     "model.pooling": ("mean", "cls"),
+    "data.cache": ("none", "ram", "disk"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
     "submit.format": ("auto", "label", "proba"),
@@ -324,7 +327,7 @@ CHOICES = {
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
-    "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "aug.preset": "image",
+    "data.image_col": "image", "data.image_size": "image", "data.cache": "image", "aug.train": "image", "aug.preset": "image",
     "model.weights": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",

@@ -2,6 +2,7 @@
 
 Both define `Modality(cfg, assets_dir=None)` with the same methods:
     check_inputs(df, file)                      every image decodes / every text is non-empty, or DataError
+    warm(df)                                    image data.cache: decode df's images once (text: nothing)
     save_assets(dir)                            what inference needs besides weights (tokenizer, config)
     loader(df, targets, train, batch_size)      a DataLoader yielding dicts of tensors (+ 'target')
     build_model(n_outputs, pretrained)          nn.Module mapping such a dict to logits (N, n_outputs)

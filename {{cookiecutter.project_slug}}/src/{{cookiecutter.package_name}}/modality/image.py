@@ -23,8 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import ConfigError, DataError
+from ..core.rundir import cache_dir
 from ..core.schema import Config
 from .augment import aug_entries, build_augs
+from .image_cache import Decoded, ImageCache
 
 cv2.setNumThreads(0)  # DataLoader workers are the parallelism; OpenCV threads would oversubscribe
 
@@ -52,10 +54,12 @@ def _broken(path: Path) -> str | None:
 
 
 class ImageDataset(Dataset):
+    """images: the decoded, resized images of `paths` (data.cache), or None to decode the files."""
+
     def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose,
-                 weights: np.ndarray | None = None, reseed: bool = False):
+                 weights: np.ndarray | None = None, reseed: bool = False, images: Decoded | None = None):
         self.paths, self.targets, self.transform, self.weights = paths, targets, transform, weights
-        self.reseed = reseed
+        self.reseed, self.images = reseed, images
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,7 +70,8 @@ class ImageDataset(Dataset):
             # comes from torch's RNG (the main process's, or a worker's, which the loader's generator
             # seeds), so `seed` fixes the augmentations and a resumed run replays them exactly.
             self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
-        image = self.transform(image=read_image(self.paths[i]))["image"]
+        raw = read_image(self.paths[i]) if self.images is None else self.images[i]
+        image = self.transform(image=raw)["image"]
         item = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
         if self.targets is not None:
             item["target"] = torch.as_tensor(self.targets[i])
@@ -144,6 +149,9 @@ class Modality:
         pcfg = timm.get_pretrained_cfg(cfg.model.name)
         self.mean = tuple(getattr(pcfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
         self.std = tuple(getattr(pcfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
+        size = cfg.data.image_size
+        self.cache = None if cfg.data.cache == "none" else ImageCache(cfg.data.cache, (size, size), cache_dir(cfg),
+                                                                         read_image)
 
     def check_inputs(self, df: pd.DataFrame, file: str) -> None:
         col, id_col = self.cfg.data.image_col, self.cfg.data.id_col
@@ -171,9 +179,17 @@ class Modality:
         """weights: per-row loss weights (pseudo-labelled rows), yielded as batch["weight"]."""
         paths = [str(self.root / str(p)) for p in df[self.cfg.data.image_col]]
         workers = self.cfg.train.num_workers
-        return DataLoader(ImageDataset(paths, targets, self.transform(train), weights, reseed=train), batch_size=batch_size,
+        images = None if self.cache is None else self.cache.decoded(paths)
+        dataset = ImageDataset(paths, targets, self.transform(train), weights, reseed=train, images=images)
+        return DataLoader(dataset, batch_size=batch_size,
                           shuffle=train, drop_last=train and len(paths) > batch_size, num_workers=workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator)
+
+    def warm(self, df: pd.DataFrame) -> None:
+        """data.cache: decode df's images now, so the folds' loaders share one store instead of decoding
+        their own subsets."""
+        if self.cache is not None:
+            self.cache.decoded([str(self.root / str(p)) for p in df[self.cfg.data.image_col]])
 
     @staticmethod
     def is_view(view: str) -> bool:

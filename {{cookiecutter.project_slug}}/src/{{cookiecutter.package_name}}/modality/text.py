@@ -125,6 +125,9 @@ class Modality:
                             f"{rows_message(df, empty, self.cfg.data.id_col)}; fill them (a train row may be dropped "
                             f"instead; a test row must stay, the submission needs its id)")
 
+    def warm(self, df: pd.DataFrame) -> None:
+        """Images only (data.cache); texts are tokenised per loader."""
+
     def save_assets(self, out_dir: Path) -> None:
         self.tokenizer.save_pretrained(out_dir)
         AutoConfig.from_pretrained(self.source).save_pretrained(out_dir)

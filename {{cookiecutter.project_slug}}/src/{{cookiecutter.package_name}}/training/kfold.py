@@ -215,6 +215,8 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
     log.info(f"experiment {cfg.exp}: {cfg.task}/{cfg.problem}, {len(train_df)} train rows, model {cfg.model.name}, "
              f"metric {cfg.metric}, device {accelerator.device} x {accelerator.num_processes}"
              f"{'  (resumed)' if resume else ''}")
+    with accelerator.main_process_first():  # data.cache=disk: one process decodes, the others read its file
+        mod.warm(train_df)
     trackers = open_trackers(cfg, cfg.exp, accelerator.is_main_process)
     trackers.log_params(flatten(to_dict(cfg)))
     try:
