@@ -16,8 +16,9 @@ ONLY_FOR = {
               PACKAGE / "eda" / "image.py", PACKAGE / "reporting" / "image.py",
               PACKAGE / "training" / "tricks" / "mixing.py",
               Path("tests") / "test_image.py", Path("tests") / "test_mixing.py"],
-    "text": [PACKAGE / "modality" / "text.py", PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py",
-             PACKAGE / "pretrain", Path("tests") / "test_text.py", Path("tests") / "test_pretrain.py"],
+    "text": [PACKAGE / "modality" / "text.py", PACKAGE / "modality" / "text_model.py", PACKAGE / "modality" / "lora.py",
+             PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py", PACKAGE / "pretrain",
+             Path("tests") / "test_text.py", Path("tests") / "test_text_recipes.py", Path("tests") / "test_pretrain.py"],
 }
 
 
