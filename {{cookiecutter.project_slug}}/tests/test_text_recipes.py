@@ -4,15 +4,22 @@ a 2-layer Llama with a BPE tokenizer trained on the fly (no pad token, as the re
 DeBERTa-v2 and the demo's tiny BERT."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import TARGET_OVERRIDE
 
-from helpers import mod, run_cli
+from helpers import PROJECT, like_demo, mod, run_cli
 
 config, text, text_model = mod("core.config"), mod("modality.text"), mod("modality.text_model")
 checkpoints, optim, models = mod("training.checkpoints"), mod("training.optim"), mod("inference.models")
@@ -194,25 +201,98 @@ def test_lora_checkpoint_holds_adapters_and_head_and_reloads_to_the_same_predict
     assert inference.tokenizer.pad_token == m.tokenizer.pad_token
 
 
-def test_lora_train_and_predict_end_to_end_on_a_tiny_llama(backbones, tiny, demo_dir, workdir, capsys):
-    args = ["--exp", "demo", *tiny, f"model.name={backbones['llama']}", "lora.enabled=true", "lora.r=4",
-            "train.folds=[0]", "train.epochs=2", "train.lr=3e-3", "train.grad_checkpointing=true", "model.msd=2"]
-    for stage in ("folds", "train", "predict", "submit"):
-        assert run_cli(stage, *args) == 0, capsys.readouterr().err
-    run = workdir / "outputs" / "demo"
+@contextmanager
+def inside(path: Path):
+    """In-process stages run from `path` (module-scoped runs cannot use the monkeypatch fixture)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+        from accelerate.state import AcceleratorState, GradientState
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def stage(root: Path, name: str, *argv: str) -> None:
+    with inside(root):
+        assert run_cli(name, *argv) == 0, f"{name} {argv} failed"
+
+
+@pytest.fixture(scope="module")
+def lora_run(demo_dir, backbones, tmp_path_factory):
+    """A scratch project with one LoRA run 'lora' on the tiny Llama: fold 0, 2 epochs, EMA, grad checkpointing
+    and multi-sample dropout on; trained, predicted with two TTA views and submitted."""
+    root = tmp_path_factory.mktemp("lora")
+    shutil.copytree(PROJECT / "configs", root / "configs")
+    args = [f"data.dir={demo_dir}", *TARGET_OVERRIDE, "train.progress=false", "report.auto=false",
+            f"model.name={backbones['llama']}", "lora.enabled=true", "lora.r=4", "train.folds=[0]", "train.epochs=2",
+            "train.lr=3e-3", "train.grad_checkpointing=true", "model.msd=2", "ema.enabled=true", "ema.decay=0.9"]
+    with inside(root):
+        like_demo("lora", "crash")
+    for name in ("folds", "train"):
+        stage(root, name, "--exp", "lora", *args)
+    stage(root, "predict", "--exp", "lora", "tta.views=[identity,head_tail]")
+    stage(root, "submit", "--exp", "lora")
+    return root, args
+
+
+def test_lora_train_predict_submit_end_to_end_on_a_tiny_llama(lora_run, demo_dir):
+    root, args = lora_run
+    run = root / "outputs" / "lora"
     state = torch.load(run / "fold0" / "best.pt", weights_only=True)["model"]
-    assert all("lora_" in k or k.startswith("head") for k in state)
+    assert state and all("lora_" in k or k.startswith("head") for k in state)
     assert list((run / "backbone").glob("*.safetensors"))  # the base, once per run
     sample = pd.read_csv(demo_dir / "sample_submission.csv", dtype=str)
-    sub = pd.read_csv(workdir / "submissions" / "demo.csv", dtype=str)
+    sub = pd.read_csv(root / "submissions" / "lora.csv", dtype=str)
     assert sub.columns.tolist() == sample.columns.tolist() and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
     assert not sub.isna().any().any()
-    # merged adapters predict the same test_preds
+    cv = json.loads((run / "cv.json").read_text())
+    assert np.isfinite(cv["cv"])
     first = pd.read_csv(run / "test_preds.csv")
-    assert run_cli("predict", "--exp", "demo", f"data.dir={demo_dir}", "lora.merge=true") == 0, \
-        capsys.readouterr().err
+    # the adapters merged into the base predict the same test_preds
+    stage(root, "predict", "--exp", "lora", "tta.views=[identity,head_tail]", "lora.merge=true")
     merged = pd.read_csv(run / "test_preds.csv")
     assert np.allclose(first.iloc[:, 1:].to_numpy(), merged.iloc[:, 1:].to_numpy(), atol=1e-5)
+    stage(root, "predict", "--exp", "lora", "tta.views=[identity,head_tail]")  # back to make predict's own
+
+
+def test_a_killed_lora_run_resumes_to_the_uninterrupted_result(lora_run):
+    root, args = lora_run
+    done = subprocess.run([sys.executable, str(PROJECT / "tests" / "crash_run.py"), "step", "2:2", "--exp", "crash",
+                           *args], cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 137, done.stderr[-3000:]
+    last = root / "outputs" / "crash" / "fold0" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    assert all("lora_" in k or k.startswith("head") for k in state["model"])  # no frozen base in resume points
+    assert all("lora_" in k or k.startswith("head") for k in state["ema"]["module"])
+    stage(root, "train", "--exp", "crash", *args, "--resume")
+    got, want = (json.loads((root / "outputs" / e / "cv.json").read_text()) for e in ("crash", "lora"))
+    assert got["cv"] == want["cv"] and got["folds"] == want["folds"]
+    assert (root / "outputs/crash/oof_preds.csv").read_bytes() == (root / "outputs/lora/oof_preds.csv").read_bytes()
+
+
+def test_lora_full_fit_pseudo_and_bundles_rebuild_the_base_from_the_run(lora_run, demo_dir, tmp_path):
+    root, args = lora_run
+    package, offline = mod("package"), mod("inference.offline")
+    stage(root, "train", "--exp", "lora", *args, "train.full_fit=true", "train.seeds=[1]")
+    stage(root, "predict", "--exp", "lora_full")
+    stage(root, "pseudo", "--exp", "lora", "--name", "lora_ps", "pseudo.threshold=0.0",
+          next(a for a in args if a.startswith("model.name=")))
+    stage(root, "predict", "--exp", "lora_ps")
+    for exp in ("lora", "lora_full", "lora_ps"):
+        saved = yaml.safe_load((root / f"outputs/{exp}/config.yaml").read_text())
+        saved["model"]["name"] = "some-org/a-model-not-on-this-machine"  # the bundle must never look for it
+        (root / f"outputs/{exp}/config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+        with inside(root):
+            bundle = package.run(exp, [], name=f"b_{exp}")
+            offline.predict_bundle(bundle, demo_dir, tmp_path / f"{exp}.csv", tmp_path / "work")
+        ours = pd.read_csv(tmp_path / f"work/{exp}/test_preds.csv").iloc[:, 1:].to_numpy()
+        theirs = pd.read_csv(root / f"outputs/{exp}/test_preds.csv").iloc[:, 1:].to_numpy()
+        assert np.allclose(ours, theirs, atol=1e-6), exp
+        for ckpt in bundle.rglob("*.pt"):
+            assert all("lora_" in k or k.startswith("head") for k in torch.load(ckpt, weights_only=True)["model"])
 
 
 @pytest.mark.parametrize("family,lora", [("bert", False), ("llama", False), ("llama", True)])

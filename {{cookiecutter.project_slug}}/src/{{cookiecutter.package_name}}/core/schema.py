@@ -45,7 +45,8 @@ class ModelConfig:
     name: str = AUTO_BACKBONE[TASK] if BAKED["backbone"] == "auto" else BAKED["backbone"]
     pretrained: bool = True
     weights: str = ""                       # image: local checkpoint file (offline notebooks)
-    pooling: str = "auto"                   # text: auto (decoders last_token, encoders mean) | mean | cls | max | attention | last_token | weighted_layers
+    # text: auto (decoders last_token, encoders mean) | mean | cls | max | attention | last_token | weighted_layers
+    pooling: str = "auto"
     pool_layers: int = 4                    # text: weighted_layers mixes the last N hidden layers
     drop_rate: float = 0.1                  # dropout before the head
     msd: int = 0                            # text: multi-sample dropout, K masks on the pooled features (0 = off)
@@ -54,7 +55,7 @@ class ModelConfig:
 
 @dataclass
 class LoraConfig:
-    enabled: bool = False                   # text: LoRA adapters (peft) on a frozen backbone; head and pooling train in full
+    enabled: bool = False                   # text: LoRA adapters (peft) on a frozen backbone; head, pooling in full
     r: int = 8                              # adapter rank
     alpha: int = 16                         # scaling numerator (the update is scaled by alpha / r)
     dropout: float = 0.05                   # dropout on the adapters' input
