@@ -49,9 +49,10 @@ ONLY = {  # the modality's own files: the post-gen hook removes the other modali
               "src/{pkg}/eda/image.py", "src/{pkg}/reporting/image.py",
               "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py",
               "src/{pkg}/modality/image_cache.py", "tests/test_image_cache.py"},
-    "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
+    "text": {"src/{pkg}/modality/text.py", "src/{pkg}/modality/text_model.py", "src/{pkg}/modality/lora.py",
+             "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
-             "tests/test_text.py", "tests/test_pretrain.py"},
+             "tests/test_text.py", "tests/test_text_recipes.py", "tests/test_pretrain.py"},
 }
 
 

@@ -23,6 +23,9 @@ loss.label_smoothing
   the logits from growing without bound on the few rows of a fold. 0 where the metric reads the
   probabilities (log_loss, roc_auc) or the problem is multilabel / regression: smoothing shrinks
   probabilities towards uniform, which log loss punishes.
+model.pooling (text)
+  stays `auto` in the saved config: it is resolved when the model is built, from the backbone's own config
+  (modality/text_model.py: last_token for decoder-only models, mean for encoders).
 """
 from __future__ import annotations
 

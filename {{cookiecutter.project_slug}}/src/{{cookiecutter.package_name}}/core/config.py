@@ -200,6 +200,25 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.seeds' repeats a seed: {cfg.train.seeds}; list each seed once")
     if not cfg.exp or "/" in cfg.exp or cfg.exp.startswith("."):
         raise ConfigError(f"config key 'exp' {cfg.exp!r} is not a valid folder name")
+    check_text_model(cfg)
+
+
+def check_text_model(cfg: Config) -> None:
+    """The text model's tricks (modality/text_model.py, modality/lora.py): ranges and combinations."""
+    m, lora = cfg.model, cfg.lora
+    for key, value, low in (("model.pool_layers", m.pool_layers, 1), ("model.msd", m.msd, 0),
+                            ("model.reinit_layers", m.reinit_layers, 0), ("lora.r", lora.r, 1),
+                            ("lora.alpha", lora.alpha, 1)):
+        if value < low:
+            raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError(f"config key 'lora.dropout' must be in [0, 1), got {lora.dropout}")
+    if lora.enabled and not m.pretrained:
+        raise ConfigError("config key 'lora.enabled': adapters on random weights learn nothing useful; set "
+                          "model.pretrained=true or lora.enabled=false")
+    if lora.enabled and m.reinit_layers:
+        raise ConfigError("config key 'model.reinit_layers': with lora.enabled the re-initialised layers would stay "
+                          "frozen at random values; set model.reinit_layers=0 or lora.enabled=false")
 
 
 def validate(cfg: Config, explicit: set[str]) -> None:

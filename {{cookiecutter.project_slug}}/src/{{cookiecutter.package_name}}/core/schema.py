@@ -46,8 +46,22 @@ class ModelConfig:
     name: str = AUTO_BACKBONE[TASK] if BAKED["backbone"] == "auto" else BAKED["backbone"]
     pretrained: bool = True
     weights: str = ""                       # image: local checkpoint file (offline notebooks)
-    pooling: str = "mean"                   # text: mean | cls
+    # text: auto (decoders last_token, encoders mean) | mean | cls | max | attention | last_token | weighted_layers
+    pooling: str = "auto"
+    pool_layers: int = 4                    # text: weighted_layers mixes the last N hidden layers
     drop_rate: float = 0.1                  # dropout before the head
+    msd: int = 0                            # text: multi-sample dropout, K masks on the pooled features (0 = off)
+    reinit_layers: int = 0                  # text: re-initialise the top N pretrained layers (0 = off)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False                   # text: LoRA adapters (peft) on a frozen backbone; head, pooling in full
+    r: int = 8                              # adapter rank
+    alpha: int = 16                         # scaling numerator (the update is scaled by alpha / r)
+    dropout: float = 0.05                   # dropout on the adapters' input
+    target_modules: list[str] = field(default_factory=list)   # module names; [] = the family's attention projections
+    merge: bool = False                     # inference: merge the adapters into the base weights
 
 
 @dataclass
@@ -282,6 +296,7 @@ class Config:
     overwrite: bool = False                 # replace a finished outputs/<exp>/
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -309,7 +324,7 @@ class Config:
 CHOICES = {
     "task": ("image", "text"),
     "problem": ("binary", "multiclass", "multilabel", "regression"),
-    "model.pooling": ("mean", "cls"),
+    "model.pooling": ("auto", "mean", "cls", "max", "attention", "last_token", "weighted_layers"),
     "data.cache": ("none", "ram", "disk"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -333,6 +348,8 @@ TASK_ONLY = {
     "train.channels_last": "image",
     "tta.batched": "image",
     "data.text_cols": "text", "data.max_len": "text", "model.pooling": "text",
+    **{f"model.{k}": "text" for k in ("pool_layers", "msd", "reinit_layers")},
+    **{f"lora.{k}": "text" for k in ("enabled", "r", "alpha", "dropout", "target_modules", "merge")},
     "infer.sort_by_length": "text", "infer.pad_to_max_len": "text",
     **{f"pretrain.{k}": "text" for k in ("extra_files", "mlm_probability", "whole_word", "group_texts", "max_len",
                                         "epochs", "max_steps", "batch_size", "lr", "warmup", "weight_decay",

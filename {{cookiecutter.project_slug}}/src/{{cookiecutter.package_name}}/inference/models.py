@@ -1,5 +1,7 @@
 """The run's trained models: which checkpoints it has (fold k's best.pt or a full fit's seed models), and
-loading one into the configured model, with a message naming the tensor when the shapes disagree."""
+loading one into the configured model, with a message naming the tensor when the shapes disagree. A LoRA
+checkpoint holds the adapters, pooling and head only: the modality rebuilds the frozen base from the run's
+backbone/ folder and they are loaded into it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +11,7 @@ import torch
 from ..core.errors import ConfigError, DataError
 from ..core.labels import LabelMap
 from ..core.rundir import RunPaths, read_cv, run_kind
+from ..training.checkpoints import load_trained_state, trained_state
 
 
 def trained_folds(paths: RunPaths, cv: dict | None = None) -> list[int]:
@@ -58,15 +61,16 @@ def load_model(mod, label_map: LabelMap, checkpoint: Path, accelerator):
                         f"{label_map.pred_cols[:10]}): its {k} has shape {tuple(state[k].shape)}, the model built from "
                         f"labels.json {tuple(shapes[k])}; the checkpoint or labels.json comes from another run")
     try:
-        model.load_state_dict(state)
+        load_trained_state(model, state)  # under LoRA: adapters, pooling and head into the rebuilt base
     except RuntimeError as e:  # missing / unexpected keys: another architecture than model.name builds
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{checkpoint} does not load into the configured model ({first}; {_keys_note(model, state)}); "
                         f"the checkpoint comes from another model.name or another run") from None
-    return accelerator.prepare(model)
+    after_load = getattr(mod, "after_load", None)  # text: lora.merge folds the adapters into the base
+    return accelerator.prepare(after_load(model) if after_load is not None else model)
 
 
 def _keys_note(model, state: dict) -> str:
-    own = set(model.state_dict())
+    own = set(trained_state(model))
     missing, extra = sorted(own - set(state)), sorted(set(state) - own)
     return f"{len(missing)} missing keys e.g. {missing[:2]}, {len(extra)} unexpected e.g. {extra[:2]}"

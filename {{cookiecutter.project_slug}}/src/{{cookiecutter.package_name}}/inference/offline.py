@@ -35,7 +35,7 @@ from ..core.tables import read_table
 # make predict ARGS that say where things are on the machine that trained, not how to predict
 LOCAL_KEYS = ("data.dir", "paths.", "train.device", "tta.oof", "overwrite", "model.weights")
 # the libraries whose versions decide the predictions: MANIFEST.json records them, the bundle compares
-VERSIONED = ("torch", "torchvision", "timm", "transformers", "tokenizers", "accelerate", "numpy", "pandas",
+VERSIONED = ("torch", "torchvision", "timm", "transformers", "tokenizers", "peft", "accelerate", "numpy", "pandas",
              "scikit-learn", "scipy", "albumentations", "opencv-python-headless", "safetensors", "pillow")
 
 

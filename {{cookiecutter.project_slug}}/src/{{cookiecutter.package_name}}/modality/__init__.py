@@ -7,6 +7,8 @@ Both define `Modality(cfg, assets_dir=None)` with the same methods:
     loader(df, targets, train, batch_size)      a DataLoader yielding dicts of tensors (+ 'target')
     build_model(n_outputs, pretrained)          nn.Module mapping such a dict to logits (N, n_outputs)
     VIEWS, is_view(name)                        the test-time views it knows (tta.views, see tta.py)
+Text also has after_load(model) (inference, once a checkpoint is loaded: lora.merge); callers look it up
+with getattr. Text's model code is in text_model.py (backbone, pooling, head, tricks) and lora.py (peft).
 Image views run in the forward (Modality.views(names) -> training.loop.infer's `views` hook); text views are
 items of the inference loader (loader(..., views=names)), mapped back to rows by the dataset's `slots`.
 """

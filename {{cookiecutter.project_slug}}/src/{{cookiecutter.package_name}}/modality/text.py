@@ -1,4 +1,5 @@
-"""Text modality: transformers AutoModel backbone + pooling head, AutoTokenizer, dynamic padding.
+"""Text modality: AutoTokenizer, dynamic padding, TTA views; the model (backbone, pooling, head, LoRA) is built
+here from modality/text_model.py and modality/lora.py.
 
 model.name is a hub id or a local directory (offline notebooks: a folder with config, weights and
 tokenizer). Several data.text_cols are joined with the tokenizer's separator token. The tokenizer and
@@ -24,15 +25,29 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..core.errors import ConfigError, DataError, rows_message
 from ..core.schema import Config
+from .lora import add_adapters, merge_adapters
+from .text_model import TextModel, enable_grad_checkpointing, reinit_top_layers
 
 
 def load_tokenizer(source: str):
-    """The tokenizer of a hub id or local folder; any failure is a one-line error naming model.name."""
+    """The tokenizer of a hub id or local folder; any failure is a one-line error naming model.name.
+    A tokenizer without a pad token (Llama, Mistral, GPT-2...) pads with its eos (else unk) token: padded
+    positions are masked out, so which token fills them does not matter. Padding is on the right: with the
+    attention mask and (for decoders) positions counted over real tokens, either side gives the same
+    outputs, and the right keeps every text's positions those of the text alone for any model."""
     try:
-        return AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as e:  # noqa: BLE001 - unknown id, no network, broken folder: all mean "fix model.name"
         raise ConfigError(f"config key 'model.name': cannot load a tokenizer from {source!r} "
                           f"({type(e).__name__}: {e}); offline, point it at a local model directory") from None
+    if tokenizer.pad_token is None:
+        filler = tokenizer.eos_token or tokenizer.unk_token
+        if filler is None:
+            raise ConfigError(f"config key 'model.name': the tokenizer of {source!r} has no pad, eos or unk token "
+                              f"to pad batches with; add a pad_token to its tokenizer_config.json")
+        tokenizer.pad_token = filler
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 def separator(tokenizer) -> str:
@@ -87,25 +102,6 @@ class Collator:
         return batch
 
 
-class TextModel(torch.nn.Module):
-    def __init__(self, backbone: torch.nn.Module, n_outputs: int, pooling: str, drop_rate: float):
-        super().__init__()
-        self.backbone = backbone
-        self.pooling = pooling
-        self.dropout = torch.nn.Dropout(drop_rate)
-        self.head = torch.nn.Linear(backbone.config.hidden_size, n_outputs)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        hidden = self.backbone(**inputs).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
-        return self.head(self.dropout(pooled))
-
-
 class Modality:
     VIEWS = VIEWS
 
@@ -129,8 +125,13 @@ class Modality:
         """Images only (data.cache); texts are tokenised per loader."""
 
     def save_assets(self, out_dir: Path) -> None:
+        """The tokenizer and model config; with lora.enabled also the frozen base weights, once per run (the
+        checkpoints hold only the adapters and the head, inference rebuilds the base from here)."""
         self.tokenizer.save_pretrained(out_dir)
-        AutoConfig.from_pretrained(self.source).save_pretrained(out_dir)
+        if self.cfg.lora.enabled:
+            load_backbone(self.source, pretrained=True).save_pretrained(out_dir)
+        else:
+            AutoConfig.from_pretrained(self.source).save_pretrained(out_dir)
 
     def encode(self, df: pd.DataFrame) -> list[dict]:
         enc = self.tokenizer(self.texts(df), truncation=True, max_length=self.cfg.data.max_len)
@@ -209,15 +210,33 @@ class Modality:
                           collate_fn=Collator(self.tokenizer, pad_to), num_workers=0)
 
     def build_model(self, n_outputs: int, pretrained: bool) -> torch.nn.Module:
-        m = self.cfg.model
-        try:
-            if pretrained:
-                backbone = AutoModel.from_pretrained(self.source)
-            else:
-                backbone = AutoModel.from_config(AutoConfig.from_pretrained(self.source))
-        except Exception as e:  # noqa: BLE001
-            raise ConfigError(f"config key 'model.name': cannot load a model from {self.source!r} "
-                              f"({type(e).__name__}: {e})") from None
+        """The backbone (pretrained weights, or random ones), model.reinit_layers, train.grad_checkpointing and
+        lora.enabled applied in that order, then the pooling and head (modality/text_model.py). With LoRA the
+        base weights are always loaded: model.name's in training, the run's backbone/ in inference."""
+        m, lora = self.cfg.model, self.cfg.lora
+        backbone = load_backbone(self.source, pretrained or lora.enabled)
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # unused by our pooling head; DDP refuses parameters that get no gradient
-        return TextModel(backbone, n_outputs, m.pooling, m.drop_rate)
+        if pretrained and m.reinit_layers:
+            reinit_top_layers(backbone, m.reinit_layers)
+        if self.cfg.train.grad_checkpointing:
+            enable_grad_checkpointing(backbone, lora.enabled)
+        if lora.enabled:
+            backbone = add_adapters(backbone, lora)
+        return TextModel(backbone, n_outputs, m.pooling, m.drop_rate, m.msd, m.pool_layers)
+
+    def after_load(self, model: TextModel) -> TextModel:
+        """Inference, once a checkpoint is loaded: lora.merge folds the adapters into the base weights."""
+        if self.cfg.lora.enabled and self.cfg.lora.merge:
+            model.backbone = merge_adapters(model.backbone)
+        return model
+
+
+def load_backbone(source: str, pretrained: bool) -> torch.nn.Module:
+    try:
+        if pretrained:
+            return AutoModel.from_pretrained(source)
+        return AutoModel.from_config(AutoConfig.from_pretrained(source))
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"config key 'model.name': cannot load a model from {source!r} "
+                          f"({type(e).__name__}: {e})") from None

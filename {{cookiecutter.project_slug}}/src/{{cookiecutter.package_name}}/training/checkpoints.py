@@ -52,10 +52,32 @@ class FoldState:
     train_loss: float = float("nan")
 
 
+def frozen_base_key(key: str) -> bool:
+    """A weight of the frozen base under LoRA: peft wraps the backbone as base_model.model and only its lora_
+    adapters train. Checkpoints leave these out; loading rebuilds them from the run's backbone/ folder."""
+    return ".base_model.model." in f".{key}" and "lora_" not in key
+
+
+def trained_state(module: torch.nn.Module) -> dict:
+    """module.state_dict() without the frozen LoRA base (all of it for a model without adapters)."""
+    return {k: v for k, v in module.state_dict().items() if not frozen_base_key(k)}
+
+
+def load_trained_state(module: torch.nn.Module, state: dict) -> None:
+    """load_state_dict that accepts a checkpoint without the frozen LoRA base; any other missing or unexpected
+    key fails as load_state_dict(strict=True) would."""
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not frozen_base_key(k)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"Error(s) in loading state_dict for {type(module).__name__}: missing keys {missing[:3]}, "
+                           f"unexpected keys {result.unexpected_keys[:3]}")
+
+
 def save_weights(path: Path, module: torch.nn.Module, **info) -> None:
-    """best.pt / seed<s>/model.pt: {"model": state dict, **info} (epoch, score, metric or seed)."""
+    """best.pt / seed<s>/model.pt: {"model": state dict, **info} (epoch, score, metric or seed); under LoRA
+    the adapters, pooling and head only."""
     with atomic_path(path) as tmp:
-        torch.save({"model": module.state_dict(), **info}, tmp)
+        torch.save({"model": trained_state(module), **info}, tmp)
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict:
@@ -82,7 +104,7 @@ def every_rank_rng(accelerator, generator: torch.Generator | None = None) -> lis
 
 def training_state(fit, accelerator) -> dict:
     """What any resume point holds besides its own counters: weights, optimiser, schedule, scaler, EMA, SWA."""
-    return {"model": fit.raw.state_dict(), "optimizer": fit.optimizer.state_dict(),
+    return {"model": trained_state(fit.raw), "optimizer": fit.optimizer.state_dict(),
             "scheduler": fit.scheduler.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "ema": fit.tricks.ema.state_dict() if fit.tricks.ema is not None else None,
@@ -99,7 +121,7 @@ def read_state(path: Path, accelerator) -> dict:
 
 def load_training_state(state: dict, fit, accelerator) -> None:
     """Into a freshly prepared fit, on every process; the weights first, then what refers to them."""
-    fit.raw.load_state_dict(state["model"])
+    load_trained_state(fit.raw, state["model"])
     if fit.swa is not None:  # before the optimiser: SWA's lr scheduler rewrites the groups' lr when created
         fit.swa.load_state_dict(state["swa"])
     fit.optimizer.load_state_dict(state["optimizer"])

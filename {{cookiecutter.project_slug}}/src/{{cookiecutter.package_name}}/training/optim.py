@@ -22,6 +22,7 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
 from ..core.schema import Config
+from .checkpoints import frozen_base_key
 
 _LAYER = re.compile(r"\.(?:layer|layers|blocks|h)\.(\d+)\.")
 
@@ -70,12 +71,13 @@ def cached_layer_ids(model: torch.nn.Module) -> dict[str, int]:
 
 
 def set_backbone_trainable(model: torch.nn.Module, trainable: bool, keep_frozen: int = 0) -> None:
-    """train.freeze_epochs: toggle the whole backbone (still honouring train.freeze_layers)."""
+    """train.freeze_epochs: toggle the whole backbone (still honouring train.freeze_layers); a LoRA base
+    stays frozen, only its adapters are toggled."""
     head = head_prefix(model)
     ids = cached_layer_ids(model)
     for name, p in model.named_parameters():
         if not name.startswith(head):
-            p.requires_grad_(trainable and ids.get(name, 10**9) >= keep_frozen)
+            p.requires_grad_(trainable and ids.get(name, 10**9) >= keep_frozen and not frozen_base_key(name))
 
 
 def param_groups(model: torch.nn.Module, cfg: Config) -> list[dict]:

@@ -36,6 +36,7 @@ from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 
 from ...core.schema import Config
+from ..checkpoints import load_trained_state, trained_state
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -75,10 +76,10 @@ class EMA:
         self.ema.update(unwrap(model), step=self.updates if self.warmup else None)
 
     def state_dict(self) -> dict:
-        return {"module": self.ema.module.state_dict(), "calls": self.calls, "updates": self.updates}
+        return {"module": trained_state(self.ema.module), "calls": self.calls, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.ema.module.load_state_dict(state["module"])
+        load_trained_state(self.ema.module, state["module"])
         self.calls, self.updates = int(state["calls"]), int(state["updates"])
 
 
@@ -124,11 +125,11 @@ class SWA:
 
     def state_dict(self) -> dict:
         """The average so far (n_averaged included) and the constant-lr scheduler, for resuming a run."""
-        return {"averaged": self.averaged.state_dict(),
+        return {"averaged": trained_state(self.averaged),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.averaged.load_state_dict(state["averaged"])
+        load_trained_state(self.averaged, state["averaged"])
         if state["scheduler"] is not None:
             if self.scheduler is None:
                 self.scheduler = SWALR(self.optimizer, swa_lr=self.lr, anneal_epochs=0)
