@@ -15,7 +15,7 @@ ONLY_FOR = {
     "image": [PACKAGE / "modality" / "image.py", PACKAGE / "modality" / "augment.py", PACKAGE / "demo" / "image.py",
               PACKAGE / "eda" / "image.py", PACKAGE / "reporting" / "image.py",
               PACKAGE / "training" / "tricks" / "mixing.py",
-              Path("tests") / "test_image.py", Path("tests") / "test_mixing.py"],
+              Path("tests") / "test_image.py", Path("tests") / "test_mixing.py", Path("tests") / "test_image_model.py"],
     "text": [PACKAGE / "modality" / "text.py", PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py",
              PACKAGE / "pretrain", Path("tests") / "test_text.py", Path("tests") / "test_pretrain.py"],
 }

@@ -47,7 +47,8 @@ COMMON = {
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/modality/augment.py", "src/{pkg}/demo/image.py",
               "src/{pkg}/eda/image.py", "src/{pkg}/reporting/image.py",
-              "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py"},
+              "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py",
+              "tests/test_image_model.py"},
     "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
              "tests/test_text.py", "tests/test_pretrain.py"},

@@ -174,6 +174,8 @@ def check_ranges(cfg: Config, flat: dict) -> None:
                                           1.0, "(0, 1)")):
         if not low < value < high:
             raise ConfigError(f"config key '{key}' must be in {shown}, got {value}")
+    if not 0.0 <= cfg.model.drop_path < 1.0:
+        raise ConfigError(f"config key 'model.drop_path' must be in [0, 1), got {cfg.model.drop_path}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
     if not 0.0 <= cfg.pseudo.threshold <= 1.0:

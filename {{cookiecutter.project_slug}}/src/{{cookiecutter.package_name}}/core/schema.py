@@ -47,6 +47,7 @@ class ModelConfig:
     weights: str = ""                       # image: local checkpoint file (offline notebooks)
     pooling: str = "mean"                   # text: mean | cls
     drop_rate: float = 0.1                  # dropout before the head
+    drop_path: float = 0.0                  # image: stochastic depth rate (timm drop_path_rate); 0 = off
 
 
 @dataclass
@@ -325,7 +326,7 @@ TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
     "data.image_col": "image", "data.image_size": "image", "aug.train": "image", "aug.preset": "image",
-    "model.weights": "image",
+    "model.weights": "image", "model.drop_path": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",
     "tta.batched": "image",
