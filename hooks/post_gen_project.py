@@ -17,7 +17,8 @@ ONLY_FOR = {
               PACKAGE / "training" / "tricks" / "mixing.py",
               Path("tests") / "test_image.py", Path("tests") / "test_mixing.py", Path("tests") / "test_image_model.py"],
     "text": [PACKAGE / "modality" / "text.py", PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py",
-             PACKAGE / "pretrain", Path("tests") / "test_text.py", Path("tests") / "test_pretrain.py"],
+             PACKAGE / "pretrain", PACKAGE / "modality" / "buckets.py",
+             Path("tests") / "test_text.py", Path("tests") / "test_pretrain.py", Path("tests") / "test_buckets.py"],
 }
 
 

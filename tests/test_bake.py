@@ -51,7 +51,7 @@ ONLY = {  # the modality's own files: the post-gen hook removes the other modali
               "tests/test_image_model.py"},
     "text": {"src/{pkg}/modality/text.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
-             "tests/test_text.py", "tests/test_pretrain.py"},
+             "src/{pkg}/modality/buckets.py", "tests/test_text.py", "tests/test_pretrain.py", "tests/test_buckets.py"},
 }
 
 

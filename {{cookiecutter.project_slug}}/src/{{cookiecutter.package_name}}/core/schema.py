@@ -77,6 +77,7 @@ class TrainConfig:
     max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
     sync_bn: bool = True                    # NPROC>1 on GPUs: BatchNorm statistics over the global batch
     grad_checkpointing: bool = False        # recompute activations in backward: less memory, ~30% slower
+    group_by_length: bool = False           # text: training batches of similar token length (less padding)
 
 
 @dataclass
@@ -331,7 +332,7 @@ TASK_ONLY = {
     "train.channels_last": "image",
     "tta.batched": "image",
     "data.text_cols": "text", "data.max_len": "text", "model.pooling": "text",
-    "infer.sort_by_length": "text", "infer.pad_to_max_len": "text",
+    "infer.sort_by_length": "text", "infer.pad_to_max_len": "text", "train.group_by_length": "text",
     **{f"pretrain.{k}": "text" for k in ("extra_files", "mlm_probability", "whole_word", "group_texts", "max_len",
                                         "epochs", "max_steps", "batch_size", "lr", "warmup", "weight_decay",
                                         "valid_fraction")},
