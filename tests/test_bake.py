@@ -22,7 +22,7 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
     "modality/__init__", "modality/tta",
     "training/__init__", "training/checkpoints", "training/fit", "training/fullfit", "training/kfold",
-    "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking",
+    "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking", "training/evals",
     "training/tricks/__init__", "training/tricks/adversarial", "training/tricks/averaging",
     "training/tricks/losses", "training/tricks/rdrop",
     "inference/__init__", "inference/combine", "inference/models", "inference/offline", "inference/predictor",
@@ -42,7 +42,7 @@ COMMON = {
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume", "test_seeds",
                                 "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults",
-                                "test_report", "test_tune", "test_post", "test_noise", "runs")],
+                                "test_report", "test_tune", "test_post", "test_noise", "runs", "test_schedule")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/modality/augment.py", "src/{pkg}/demo/image.py",

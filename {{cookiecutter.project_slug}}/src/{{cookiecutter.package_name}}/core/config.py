@@ -158,7 +158,7 @@ def check_ranges(cfg: Config, flat: dict) -> None:
         if flat[key] < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
     for key in ("sanity.lr", "sanity.samples", "eda.max_rows", "report.worst", "package.test_rows",
-                "package.time_limit"):
+                "package.time_limit", "train.eval_every", "train.patience"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     if cfg.train.n_folds < 2:
@@ -166,6 +166,10 @@ def check_ranges(cfg: Config, flat: dict) -> None:
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.train.n_folds]
     if bad:
         raise ConfigError(f"config key 'train.folds' has {bad}, outside 0..{cfg.train.n_folds - 1}")
+    for key in ("train.eval_every", "train.patience"):
+        if flat[key] and cfg.swa.enabled:
+            raise ConfigError(f"config key '{key}' picks the best evaluation, which swa.enabled replaces by the "
+                              f"average of the last epochs; set {key}=0 or swa.enabled=false")
     if not 0 <= cfg.swa.start_epoch <= cfg.train.epochs:
         raise ConfigError(f"config key 'swa.start_epoch' must be in 0..train.epochs={cfg.train.epochs}, "
                           f"got {cfg.swa.start_epoch}")

@@ -53,6 +53,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 5
+    eval_every: int = 0                     # evaluate every N optimiser steps (inside epochs too); 0 = once per epoch
+    patience: int = 0                       # stop a fold after N evaluations without a better score; 0 = off
     n_folds: int = BAKED["n_folds"]
     folds: list[int] = field(default_factory=list)   # folds to run; [] = all
     batch_size: int = 32 if TASK == "image" else 16
