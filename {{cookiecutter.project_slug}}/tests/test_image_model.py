@@ -2,10 +2,12 @@
 depth (model.drop_path), non-square inputs (data.image_size=[h, w])."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from helpers import mod
+from helpers import like_demo, mod, run_cli
 
 config, image = mod("core.config"), mod("modality.image")
 
@@ -69,3 +71,58 @@ def test_drop_path_puts_stochastic_depth_modules_at_that_rate(workdir):
 def test_drop_path_outside_0_1_is_refused(workdir, bad):
     with pytest.raises(config.ConfigError, match="'model.drop_path'"):
         config.load("demo", [bad])
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "medium", "heavy"])
+def test_a_non_square_image_size_resizes_and_augments_to_height_x_width(workdir, preset):
+    cfg = config.load("demo", ["aug.train=preset", f"aug.preset={preset}", "data.image_size=[24,40]"])
+    m = image.Modality(cfg)
+    for train in (True, False):
+        out = m.transform(train)(image=np.random.default_rng(0).integers(0, 255, (50, 30, 3), dtype=np.uint8))
+        assert out["image"].shape == (24, 40, 3)
+    assert "24x40" in mod("modality.augment").describe(cfg.aug, cfg.data.image_size)[0] or preset == "none"
+
+
+@pytest.mark.parametrize("bad", ["data.image_size=[32]", "data.image_size=[32,0]", "data.image_size=[1,2,3]",
+                                 "data.image_size=0"])
+def test_an_image_size_that_is_not_a_side_or_height_width_is_refused(workdir, bad):
+    with pytest.raises(config.ConfigError, match="'data.image_size'"):
+        config.load("demo", [bad])
+
+
+def test_scale_views_of_a_non_square_batch_scale_both_sides():
+    seen = []
+
+    def model(batch):
+        seen.append(tuple(batch["image"].shape[-2:]))
+        return batch["image"].mean((1, 2, 3)).unsqueeze(1)
+    out = image.ImageViews(["identity", "hflip", "scale1.5"])(model, {"image": torch.randn(2, 3, 20, 30)})
+    assert out.shape == (2, 3, 1) and sorted(seen) == [(20, 30), (30, 45)]
+
+
+@pytest.mark.slow
+def test_train_and_predict_with_a_non_square_image_size_give_a_valid_submission(tiny, workdir, demo_dir, capsys):
+    like_demo("wide")
+    args = [*tiny, "data.image_size=[32,48]", "train.folds=[0]", "train.epochs=1"]
+    assert run_cli("train", "--exp", "wide", *args) == 0, capsys.readouterr().err
+    assert run_cli("predict", "--exp", "wide", "tta.views=[identity,hflip,vflip,rot180,scale1.25]") == 0, \
+        capsys.readouterr().err
+    assert run_cli("submit", "--exp", "wide") == 0, capsys.readouterr().err
+    sub = pd.read_csv(workdir / "submissions" / "wide.csv")
+    sample = pd.read_csv(demo_dir / "sample_submission.csv")
+    assert sub.columns.tolist() == sample.columns.tolist() and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+    assert sub.notna().all().all()
+    capsys.readouterr()
+    # views that swap height and width are refused before any inference, naming the key
+    assert run_cli("predict", "--exp", "wide", "tta.views=[identity,rot90]") == 2
+    err = capsys.readouterr().err
+    assert "'tta.views'" in err and "rot90" in err and "square" in err
+
+
+def test_square_only_views_are_fine_for_a_square_size(workdir):
+    tta = mod("modality.tta")
+    cfg = config.load("demo", ["tta.views=[identity,transpose,rot90,rot270]"])
+    tta.check_views(cfg, image.Modality(cfg))
+    wide = config.load("demo", ["tta.views=[identity,transpose]", "data.image_size=[32,48]"])
+    with pytest.raises(config.ConfigError, match="'tta.views'.*transpose"):
+        tta.check_views(wide, image.Modality(wide))

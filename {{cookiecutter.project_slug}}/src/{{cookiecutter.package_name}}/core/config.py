@@ -25,7 +25,7 @@ import yaml
 from .auto import resolve
 from .errors import ConfigError
 from .metrics import check_metric
-from .schema import CHOICES, TASK_ONLY, TRACKERS, Config
+from .schema import CHOICES, TASK_ONLY, TRACKERS, Config, image_hw
 
 CONFIG_DIR = Path("configs")
 
@@ -150,7 +150,7 @@ def check_choices(cfg: Config, flat: dict, explicit: set[str]) -> None:
 
 
 def check_ranges(cfg: Config, flat: dict) -> None:
-    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len",
+    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.max_len",
                 "adv.steps", "ema.every", "ensemble.hill_iters", "train.max_skipped_steps", "sanity.rows",
                 "sanity.steps", "package.sample_rows", "report.thumb",
                 "report.text_chars"]
@@ -161,6 +161,10 @@ def check_ranges(cfg: Config, flat: dict) -> None:
                 "package.time_limit", "train.eval_every", "train.patience"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    size = cfg.data.image_size
+    if (isinstance(size, list) and len(size) != 2) or min(image_hw(size)) < 1:
+        raise ConfigError(f"config key 'data.image_size' must be a side >= 1 or [height, width] of sides >= 1, "
+                          f"got {size}")
     if cfg.train.n_folds < 2:
         raise ConfigError(f"config key 'train.n_folds' must be >= 2, got {cfg.train.n_folds}")
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.train.n_folds]

@@ -22,6 +22,11 @@ def _baked_list(key: str):
     return field(default_factory=lambda: list(BAKED[key]))
 
 
+def image_hw(size: int | list[int]) -> tuple[int, int]:
+    """data.image_size as (height, width): a side is a square, [h, w] a non-square resize."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 @dataclass
 class DataConfig:
     dir: str = "data"                       # competition folder (Kaggle layout)
@@ -32,7 +37,7 @@ class DataConfig:
     target_cols: list[str] = _baked_list("target_cols")
     group_col: str = ""                     # '' = no grouping
     image_col: str = BAKED["image_col"]     # image: path relative to data.dir
-    image_size: int = BAKED["image_size"]   # image: side after resize
+    image_size: int | list[int] = BAKED["image_size"]   # image: square side after resize, or [height, width]
     text_cols: list[str] = _baked_list("text_cols")   # text: joined with [SEP]
     max_len: int = BAKED["max_len"]         # text: tokens per example
     fold_seed: int = 42                     # folds depend on this, not on `seed`

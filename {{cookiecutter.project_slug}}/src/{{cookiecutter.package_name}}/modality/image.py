@@ -1,10 +1,11 @@
 """Image modality: timm backbone, albumentations transforms from config, decoding in DataLoader workers.
 
 Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
-data.image_size, augmented by aug.train / aug.preset (training only; augment.py), normalised with the
-backbone's own mean/std.
+data.image_size (a square side, or [height, width] for non-square inputs), augmented by aug.train /
+aug.preset (training only; augment.py), normalised with the backbone's own mean/std.
 model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
-Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device.
+Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device; those that
+swap height and width (SQUARE_ONLY) need a square data.image_size.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import ConfigError, DataError
-from ..core.schema import Config
+from ..core.schema import Config, image_hw
 from .augment import aug_entries, build_augs
 
 cv2.setNumThreads(0)  # DataLoader workers are the parallelism; OpenCV threads would oversubscribe
@@ -86,6 +87,7 @@ VIEW_OPS = {
     "rot180": lambda x: x.rot90(2, (-2, -1)),
     "rot270": lambda x: x.rot90(3, (-2, -1)),
 }
+SQUARE_ONLY = ("transpose", "rot90", "rot270")  # swap height and width: a non-square batch changes shape
 SCALE = re.compile(r"scale(\d+(?:\.\d*)?|\.\d+)$")
 
 
@@ -98,22 +100,23 @@ class ImageViews:
     """Runs the views of a batch: views of one size are concatenated along the batch dimension and go
     through the model in one forward (scale<f> views of another size get a forward of their own).
     Memory grows with the number of views: lower train.eval_batch_size, or tta.batched=false for one
-    pass over the data per view. Images are square (Resize(size, size)), so transposes keep the shape."""
+    pass over the data per view. Transposes and quarter turns keep the shape of square images only
+    (tta.check_views refuses them for a non-square data.image_size); scale<f> resizes both sides by f."""
 
     def __init__(self, views: list[str]):
         self.views = list(views)
 
     def __call__(self, model, batch: dict) -> torch.Tensor:
         x = batch["image"]
-        side = x.shape[-1]
-        groups: dict[int, list[int]] = {}
+        h, w = x.shape[-2:]
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, v in enumerate(self.views):
             f = scale_of(v)
-            groups.setdefault(side if f is None else max(1, round(side * f)), []).append(i)
+            groups.setdefault((h, w) if f is None else (max(1, round(h * f)), max(1, round(w * f))), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(self.views)
         for size, members in groups.items():
-            xs = x if size == side else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                                      antialias=size < side)
+            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                                        antialias=size[0] < h)
             stacked = torch.cat([self.op(self.views[i])(xs) for i in members])
             logits = model({"image": stacked}).unflatten(0, (len(members), len(x)))
             for j, i in enumerate(members):
@@ -136,6 +139,7 @@ class ImageModel(torch.nn.Module):
 
 class Modality:
     VIEWS = (*VIEW_OPS, "scale<f> (e.g. scale1.15: resized to round(image_size x f))")
+    SQUARE_ONLY = SQUARE_ONLY
 
     def __init__(self, cfg: Config, assets_dir: Path | None = None):
         self.cfg = cfg
@@ -162,8 +166,8 @@ class Modality:
         """timm models are rebuilt by name; nothing else is needed at inference."""
 
     def transform(self, train: bool) -> A.Compose:
-        size = self.cfg.data.image_size
-        steps = [A.Resize(size, size)] + (self.augs if train else [])
+        h, w = image_hw(self.cfg.data.image_size)
+        steps = [A.Resize(h, w)] + (self.augs if train else [])
         return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std)])
 
     def loader(self, df: pd.DataFrame, targets: np.ndarray | None, train: bool, batch_size: int,
