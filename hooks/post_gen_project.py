@@ -16,10 +16,12 @@ ONLY_FOR = {
               PACKAGE / "eda" / "image.py", PACKAGE / "reporting" / "image.py",
               PACKAGE / "training" / "tricks" / "mixing.py",
               PACKAGE / "modality" / "image_cache.py",
-              Path("tests") / "test_image.py", Path("tests") / "test_mixing.py", Path("tests") / "test_image_cache.py"],
+              Path("tests") / "test_image.py", Path("tests") / "test_mixing.py", Path("tests") / "test_image_cache.py",
+              Path("tests") / "test_image_model.py"],
     "text": [PACKAGE / "modality" / "text.py", PACKAGE / "modality" / "text_model.py", PACKAGE / "modality" / "lora.py",
-             PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py", PACKAGE / "pretrain",
-             Path("tests") / "test_text.py", Path("tests") / "test_text_recipes.py", Path("tests") / "test_pretrain.py"],
+             PACKAGE / "modality" / "buckets.py", PACKAGE / "demo" / "text.py", PACKAGE / "eda" / "text.py",
+             PACKAGE / "pretrain", Path("tests") / "test_text.py", Path("tests") / "test_text_recipes.py",
+             Path("tests") / "test_pretrain.py", Path("tests") / "test_buckets.py"],
 }
 
 

@@ -22,7 +22,7 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "data/__init__", "data/files", "data/preflight", "data/splits", "data/submission",
     "modality/__init__", "modality/tta",
     "training/__init__", "training/checkpoints", "training/fit", "training/fullfit", "training/kfold",
-    "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking",
+    "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking", "training/evals",
     "training/tricks/__init__", "training/tricks/adversarial", "training/tricks/averaging",
     "training/tricks/losses", "training/tricks/rdrop",
     "inference/__init__", "inference/combine", "inference/models", "inference/offline", "inference/predictor",
@@ -42,17 +42,17 @@ COMMON = {
                                 "test_tta", "test_pseudo", "test_ensemble", "test_eda", "test_sanity",
                                 "test_leaderboard", "test_records", "test_tracking", "test_resume", "test_seeds",
                                 "test_nonfinite", "crash_run", "test_layers", "test_package", "test_faults",
-                                "test_report", "test_tune", "test_post", "test_noise", "runs")],
+                                "test_report", "test_tune", "test_post", "test_noise", "runs", "test_schedule")],
 }
 ONLY = {  # the modality's own files: the post-gen hook removes the other modality's
     "image": {"src/{pkg}/modality/image.py", "src/{pkg}/modality/augment.py", "src/{pkg}/demo/image.py",
               "src/{pkg}/eda/image.py", "src/{pkg}/reporting/image.py",
               "src/{pkg}/training/tricks/mixing.py", "tests/test_image.py", "tests/test_mixing.py",
-              "src/{pkg}/modality/image_cache.py", "tests/test_image_cache.py"},
+              "src/{pkg}/modality/image_cache.py", "tests/test_image_cache.py", "tests/test_image_model.py"},
     "text": {"src/{pkg}/modality/text.py", "src/{pkg}/modality/text_model.py", "src/{pkg}/modality/lora.py",
-             "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
+             "src/{pkg}/modality/buckets.py", "src/{pkg}/demo/text.py", "src/{pkg}/eda/text.py",
              *[f"src/{{pkg}}/pretrain/{m}.py" for m in ("__init__", "__main__", "corpus", "model")],
-             "tests/test_text.py", "tests/test_text_recipes.py", "tests/test_pretrain.py"},
+             "tests/test_text.py", "tests/test_text_recipes.py", "tests/test_pretrain.py", "tests/test_buckets.py"},
 }
 
 

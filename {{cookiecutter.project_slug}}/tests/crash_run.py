@@ -24,10 +24,10 @@ def main() -> None:
         calls["n"] += 1
         return calls["n"] == int(n)
 
-    kfold, loop = mod("training.kfold"), mod("training.loop")
+    kfold, evals, loop = mod("training.kfold"), mod("training.evals"), mod("training.loop")
     if point == "step":
         (epoch, step), at = map(int, n.split(":")), {"epoch": 0, "step": 0}
-        fit_epoch, loss_of = kfold.fit_epoch, loop.Tricks.loss_of
+        fit_epoch, loss_of = evals.fit_epoch, loop.Tricks.loss_of
 
         def counting_fit_epoch(*args, **kwargs):
             at.update(epoch=at["epoch"] + 1, step=0)
@@ -38,7 +38,7 @@ def main() -> None:
             if (at["epoch"], at["step"]) == (epoch, step):
                 os._exit(KILLED)
             return loss_of(self, model, batch)
-        kfold.fit_epoch, loop.Tricks.loss_of = counting_fit_epoch, dying_loss_of
+        evals.fit_epoch, loop.Tricks.loss_of = counting_fit_epoch, dying_loss_of
     elif point == "fold":
         mark_done = kfold.mark_done
 

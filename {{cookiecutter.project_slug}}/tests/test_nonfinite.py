@@ -12,24 +12,25 @@ import torch
 
 from helpers import PROJECT, like_demo, mod, run_cli
 
-config, loop, kfold, setup = mod("core.config"), mod("training.loop"), mod("training.kfold"), mod("training.setup")
+config, loop, kfold, evals = mod("core.config"), mod("training.loop"), mod("training.kfold"), mod("training.evals")
+setup = mod("training.setup")
 TASK = config.load(config_dir=PROJECT / "configs").task
 
 
 def _nan_at(monkeypatch, epoch: int, step: int) -> None:
     """The training loss of (epoch, step) becomes NaN (fold 0; steps count from 1 in each epoch)."""
     at = {"epoch": 0, "step": 0}
-    fit_epoch, loss_of = kfold.fit_epoch, loop.Tricks.loss_of
+    fit_epoch, loss_of = evals.fit_epoch, loop.Tricks.loss_of
 
-    def counting_fit_epoch(cfg, fit, accelerator, e, desc):
+    def counting_fit_epoch(cfg, fit, accelerator, e, desc, **kwargs):
         at.update(epoch=e, step=0)
-        return fit_epoch(cfg, fit, accelerator, e, desc)
+        return fit_epoch(cfg, fit, accelerator, e, desc, **kwargs)
 
     def poisoned(self, model, batch):
         at["step"] += 1
         loss = loss_of(self, model, batch)
         return loss * float("nan") if (at["epoch"], at["step"]) == (epoch, step) else loss
-    monkeypatch.setattr(kfold, "fit_epoch", counting_fit_epoch)
+    monkeypatch.setattr(evals, "fit_epoch", counting_fit_epoch)
     monkeypatch.setattr(loop.Tricks, "loss_of", poisoned)
 
 

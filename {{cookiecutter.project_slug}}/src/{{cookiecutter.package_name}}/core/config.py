@@ -25,7 +25,7 @@ import yaml
 from .auto import resolve
 from .errors import ConfigError
 from .metrics import check_metric
-from .schema import CHOICES, TASK_ONLY, TRACKERS, Config
+from .schema import CHOICES, TASK_ONLY, TRACKERS, Config, image_hw
 
 CONFIG_DIR = Path("configs")
 
@@ -150,7 +150,7 @@ def check_choices(cfg: Config, flat: dict, explicit: set[str]) -> None:
 
 
 def check_ranges(cfg: Config, flat: dict) -> None:
-    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.image_size", "data.max_len",
+    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.max_len",
                 "adv.steps", "ema.every", "ensemble.hill_iters", "train.max_skipped_steps", "sanity.rows",
                 "sanity.steps", "package.sample_rows", "report.thumb",
                 "report.text_chars"]
@@ -158,14 +158,22 @@ def check_ranges(cfg: Config, flat: dict) -> None:
         if flat[key] < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {flat[key]}")
     for key in ("sanity.lr", "sanity.samples", "eda.max_rows", "report.worst", "package.test_rows",
-                "package.time_limit"):
+                "package.time_limit", "train.eval_every", "train.patience"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    size = cfg.data.image_size
+    if (isinstance(size, list) and len(size) != 2) or min(image_hw(size)) < 1:
+        raise ConfigError(f"config key 'data.image_size' must be a side >= 1 or [height, width] of sides >= 1, "
+                          f"got {size}")
     if cfg.train.n_folds < 2:
         raise ConfigError(f"config key 'train.n_folds' must be >= 2, got {cfg.train.n_folds}")
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.train.n_folds]
     if bad:
         raise ConfigError(f"config key 'train.folds' has {bad}, outside 0..{cfg.train.n_folds - 1}")
+    for key in ("train.eval_every", "train.patience"):
+        if flat[key] and cfg.swa.enabled:
+            raise ConfigError(f"config key '{key}' picks the best evaluation, which swa.enabled replaces by the "
+                              f"average of the last epochs; set {key}=0 or swa.enabled=false")
     if not 0 <= cfg.swa.start_epoch <= cfg.train.epochs:
         raise ConfigError(f"config key 'swa.start_epoch' must be in 0..train.epochs={cfg.train.epochs}, "
                           f"got {cfg.swa.start_epoch}")
@@ -174,6 +182,8 @@ def check_ranges(cfg: Config, flat: dict) -> None:
                                           1.0, "(0, 1)")):
         if not low < value < high:
             raise ConfigError(f"config key '{key}' must be in {shown}, got {value}")
+    if not 0.0 <= cfg.model.drop_path < 1.0:
+        raise ConfigError(f"config key 'model.drop_path' must be in [0, 1), got {cfg.model.drop_path}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
     if not 0.0 <= cfg.pseudo.threshold <= 1.0:

@@ -22,6 +22,11 @@ def _baked_list(key: str):
     return field(default_factory=lambda: list(BAKED[key]))
 
 
+def image_hw(size: int | list[int]) -> tuple[int, int]:
+    """data.image_size as (height, width): a side is a square, [h, w] a non-square resize."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 @dataclass
 class DataConfig:
     dir: str = "data"                       # competition folder (Kaggle layout)
@@ -32,7 +37,7 @@ class DataConfig:
     target_cols: list[str] = _baked_list("target_cols")
     group_col: str = ""                     # '' = no grouping
     image_col: str = BAKED["image_col"]     # image: path relative to data.dir
-    image_size: int = BAKED["image_size"]   # image: side after resize
+    image_size: int | list[int] = BAKED["image_size"]   # image: square side after resize, or [height, width]
     cache: str = "none"                     # image: none | ram | disk (decode + resize once; modality/image_cache.py)
     text_cols: list[str] = _baked_list("text_cols")   # text: joined with [SEP]
     max_len: int = BAKED["max_len"]         # text: tokens per example
@@ -53,6 +58,7 @@ class ModelConfig:
     msd: int = 0                            # text: multi-sample dropout, K masks on the pooled features (0 = off)
     reinit_layers: int = 0                  # text: re-initialise the top N pretrained layers (0 = off)
 
+    drop_path: float = 0.0                  # image: stochastic depth rate (timm drop_path_rate); 0 = off
 
 @dataclass
 class LoraConfig:
@@ -67,6 +73,8 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 5
+    eval_every: int = 0                     # evaluate every N optimiser steps (inside epochs too); 0 = once per epoch
+    patience: int = 0                       # stop a fold after N evaluations without a better score; 0 = off
     n_folds: int = BAKED["n_folds"]
     folds: list[int] = field(default_factory=list)   # folds to run; [] = all
     batch_size: int = 32 if TASK == "image" else 16
@@ -91,6 +99,7 @@ class TrainConfig:
     max_skipped_steps: int = 20             # fp16: consecutive steps skipped by the loss scaler before stopping
     sync_bn: bool = True                    # NPROC>1 on GPUs: BatchNorm statistics over the global batch
     grad_checkpointing: bool = False        # recompute activations in backward: less memory, ~30% slower
+    group_by_length: bool = False           # text: training batches of similar token length (less padding)
 
 
 @dataclass
@@ -343,14 +352,14 @@ TRACKERS = ("mlflow", "tensorboard", "wandb")
 # Keys that only mean something for one modality; setting them in the other is a mistake.
 TASK_ONLY = {
     "data.image_col": "image", "data.image_size": "image", "data.cache": "image", "aug.train": "image", "aug.preset": "image",
-    "model.weights": "image",
+    "model.weights": "image", "model.drop_path": "image",
     "aug.mixup_alpha": "image", "aug.cutmix_alpha": "image", "aug.mix_prob": "image", "aug.mix_switch_prob": "image",
     "train.channels_last": "image",
     "tta.batched": "image",
     "data.text_cols": "text", "data.max_len": "text", "model.pooling": "text",
     **{f"model.{k}": "text" for k in ("pool_layers", "msd", "reinit_layers")},
     **{f"lora.{k}": "text" for k in ("enabled", "r", "alpha", "dropout", "target_modules", "merge")},
-    "infer.sort_by_length": "text", "infer.pad_to_max_len": "text",
+    "infer.sort_by_length": "text", "infer.pad_to_max_len": "text", "train.group_by_length": "text",
     **{f"pretrain.{k}": "text" for k in ("extra_files", "mlm_probability", "whole_word", "group_texts", "max_len",
                                         "epochs", "max_steps", "batch_size", "lr", "warmup", "weight_decay",
                                         "valid_fraction")},

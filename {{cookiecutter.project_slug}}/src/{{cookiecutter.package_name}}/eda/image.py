@@ -88,7 +88,8 @@ def section(ctx: Context, tr: Profile, te: Profile, out: Path) -> tuple[list[str
     top = top.sort_values("train", ascending=False).head(10).reset_index(names="width x height")
     mode_table = pd.DataFrame({"train": modes["train"], "test": modes["test"]}).fillna(0).astype(int)
     lines += [f"Sizes (most common 10 of {len(set(sizes['train'].index) | set(sizes['test'].index))}); "
-              f"every image is resized to data.image_size={cfg.data.image_size} square:", "", table(top), "",
+              f"every image is resized to data.image_size={cfg.data.image_size} "
+              f"({'square' if isinstance(cfg.data.image_size, int) else 'height x width'}):", "", table(top), "",
               "Modes (the loader reads every image as 3-channel RGB: grayscale is repeated, alpha dropped):", "",
               table(mode_table.reset_index(names="mode")), ""]
     if len(sizes["train"]) > 1 or len(sizes["test"]) > 1:

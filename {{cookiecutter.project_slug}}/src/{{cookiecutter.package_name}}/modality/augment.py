@@ -6,7 +6,8 @@
     make sanity EXP=exp001        # lists the transforms in use with their assumptions, beside augmented.png
 
 aug.train = preset (the default) takes the transforms of aug.preset; a list takes exactly those (an empty
-list: none). Every transform runs after the resize to data.image_size and before normalisation.
+list: none). Every transform runs after the resize to data.image_size ([height, width] when not square) and
+before normalisation.
 
 Presets, from safe to strong. Each assumes more about the data (SYMMETRY says what), so a preset is
 only as good as that assumption:
@@ -26,9 +27,11 @@ from __future__ import annotations
 import albumentations as A
 
 from ..core.errors import ConfigError
+from ..core.schema import image_hw
 
 
-def _presets(size: int) -> dict[str, list[dict]]:
+def _presets(size: int | list[int]) -> dict[str, list[dict]]:
+    h, w = image_hw(size)
     light = [{"name": "Affine", "scale": [0.9, 1.1], "translate_percent": [-0.05, 0.05], "rotate": [-10, 10],
               "p": 0.5},
              {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.3}]
@@ -38,7 +41,7 @@ def _presets(size: int) -> dict[str, list[dict]]:
               {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
               {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [0.1, 0.2],
                "hole_width_range": [0.1, 0.2], "p": 0.3}]
-    heavy = [{"name": "RandomResizedCrop", "size": [size, size], "scale": [0.6, 1.0], "p": 1.0},
+    heavy = [{"name": "RandomResizedCrop", "size": [h, w], "scale": [0.6, 1.0], "p": 1.0},
              {"name": "HorizontalFlip", "p": 0.5},
              {"name": "Affine", "rotate": [-20, 20], "shear": [-8, 8], "p": 0.5},
              {"name": "ColorJitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05, "p": 0.6},
@@ -74,7 +77,7 @@ SYMMETRY = {
 }
 
 
-def aug_entries(aug, size: int) -> list[dict]:
+def aug_entries(aug, size: int | list[int]) -> list[dict]:
     """The transforms training uses: aug.train when it is a list, else aug.preset's."""
     if isinstance(aug.train, list):
         return [dict(e) for e in aug.train]
@@ -100,11 +103,12 @@ def aug_source(aug) -> str:
     return "aug.train" if isinstance(aug.train, list) else f"aug.preset={aug.preset}"
 
 
-def describe(aug, size: int) -> list[str]:
+def describe(aug, size: int | list[int]) -> list[str]:
     """One line per training transform: its settings and the symmetry of the data it assumes."""
     entries = aug_entries(aug, size)
     source = aug_source(aug)
-    lines = [f"training augmentations ({source}), after the resize to {size}x{size}:" if entries else
+    h, w = image_hw(size)
+    lines = [f"training augmentations ({source}), after the resize to {h}x{w} (height x width):" if entries else
              f"no per-image training augmentation ({source})"]
     for e in entries:
         name = e.get("name")

@@ -1,10 +1,11 @@
 """Image modality: timm backbone, albumentations transforms from config, decoding in DataLoader workers.
 
 Images are read with OpenCV as 3-channel RGB (grayscale is replicated, alpha dropped), resized to
-data.image_size, augmented by aug.train / aug.preset (training only; augment.py), normalised with the
-backbone's own mean/std.
+data.image_size (a square side, or [height, width] for non-square inputs), augmented by aug.train /
+aug.preset (training only; augment.py), normalised with the backbone's own mean/std.
 model.weights points at a local checkpoint file for offline notebooks (no hub access needed).
-Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device.
+Test-time views (tta.views, see tta.py) are tensor ops on the normalised batch, on the device; those that
+swap height and width (SQUARE_ONLY) need a square data.image_size.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import ConfigError, DataError
 from ..core.rundir import cache_dir
-from ..core.schema import Config
+from ..core.schema import Config, image_hw
 from .augment import aug_entries, build_augs
 from .image_cache import Decoded, ImageCache
 
@@ -91,6 +92,7 @@ VIEW_OPS = {
     "rot180": lambda x: x.rot90(2, (-2, -1)),
     "rot270": lambda x: x.rot90(3, (-2, -1)),
 }
+SQUARE_ONLY = ("transpose", "rot90", "rot270")  # swap height and width: a non-square batch changes shape
 SCALE = re.compile(r"scale(\d+(?:\.\d*)?|\.\d+)$")
 
 
@@ -103,22 +105,23 @@ class ImageViews:
     """Runs the views of a batch: views of one size are concatenated along the batch dimension and go
     through the model in one forward (scale<f> views of another size get a forward of their own).
     Memory grows with the number of views: lower train.eval_batch_size, or tta.batched=false for one
-    pass over the data per view. Images are square (Resize(size, size)), so transposes keep the shape."""
+    pass over the data per view. Transposes and quarter turns keep the shape of square images only
+    (tta.check_views refuses them for a non-square data.image_size); scale<f> resizes both sides by f."""
 
     def __init__(self, views: list[str]):
         self.views = list(views)
 
     def __call__(self, model, batch: dict) -> torch.Tensor:
         x = batch["image"]
-        side = x.shape[-1]
-        groups: dict[int, list[int]] = {}
+        h, w = x.shape[-2:]
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, v in enumerate(self.views):
             f = scale_of(v)
-            groups.setdefault(side if f is None else max(1, round(side * f)), []).append(i)
+            groups.setdefault((h, w) if f is None else (max(1, round(h * f)), max(1, round(w * f))), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(self.views)
         for size, members in groups.items():
-            xs = x if size == side else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                                      antialias=size < side)
+            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                                        antialias=size[0] < h)
             stacked = torch.cat([self.op(self.views[i])(xs) for i in members])
             logits = model({"image": stacked}).unflatten(0, (len(members), len(x)))
             for j, i in enumerate(members):
@@ -141,6 +144,7 @@ class ImageModel(torch.nn.Module):
 
 class Modality:
     VIEWS = (*VIEW_OPS, "scale<f> (e.g. scale1.15: resized to round(image_size x f))")
+    SQUARE_ONLY = SQUARE_ONLY
 
     def __init__(self, cfg: Config, assets_dir: Path | None = None):
         self.cfg = cfg
@@ -149,9 +153,8 @@ class Modality:
         pcfg = timm.get_pretrained_cfg(cfg.model.name)
         self.mean = tuple(getattr(pcfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN)
         self.std = tuple(getattr(pcfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD)
-        size = cfg.data.image_size
-        self.cache = None if cfg.data.cache == "none" else ImageCache(cfg.data.cache, (size, size), cache_dir(cfg),
-                                                                         read_image)
+        hw = image_hw(cfg.data.image_size)
+        self.cache = None if cfg.data.cache == "none" else ImageCache(cfg.data.cache, hw, cache_dir(cfg), read_image)
 
     def check_inputs(self, df: pd.DataFrame, file: str) -> None:
         col, id_col = self.cfg.data.image_col, self.cfg.data.id_col
@@ -170,8 +173,8 @@ class Modality:
         """timm models are rebuilt by name; nothing else is needed at inference."""
 
     def transform(self, train: bool) -> A.Compose:
-        size = self.cfg.data.image_size
-        steps = [A.Resize(size, size)] + (self.augs if train else [])
+        h, w = image_hw(self.cfg.data.image_size)
+        steps = [A.Resize(h, w)] + (self.augs if train else [])
         return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std)])
 
     def loader(self, df: pd.DataFrame, targets: np.ndarray | None, train: bool, batch_size: int,
@@ -201,15 +204,39 @@ class Modality:
         return None if list(views) == ["identity"] else ImageViews(views)
 
     def build_model(self, n_outputs: int, pretrained: bool) -> torch.nn.Module:
+        """model.drop_path > 0: timm's stochastic depth (drop_path_rate, rising linearly to that rate over the
+        blocks); train.grad_checkpointing: timm's set_grad_checkpointing (activations recomputed in backward)."""
         m = self.cfg.model
         kwargs = dict(num_classes=n_outputs, drop_rate=m.drop_rate)
+        if m.drop_path > 0:
+            kwargs["drop_path_rate"] = m.drop_path
         if pretrained and m.weights:
             if not Path(m.weights).is_file():
                 raise ConfigError(f"config key 'model.weights': file {m.weights} not found")
             kwargs["pretrained_cfg_overlay"] = dict(file=str(m.weights))
         try:
             net = timm.create_model(m.name, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            if "drop_path_rate" in str(e):
+                raise ConfigError(f"config key 'model.drop_path': timm's {m.name!r} has no stochastic depth "
+                                  f"(drop_path_rate); set model.drop_path=0") from None
+            raise ConfigError(f"config key 'model.name': timm cannot build {m.name!r} ({e})") from None
         except Exception as e:  # noqa: BLE001 - unknown name, no network, bad file: all mean "fix the config"
             raise ConfigError(f"config key 'model.name': timm cannot build {m.name!r} ({type(e).__name__}: {e}); "
                               f"offline, set model.weights=<local file> or model.pretrained=false") from None
+        if self.cfg.train.grad_checkpointing:
+            grad_checkpointing(net, m.name)
         return ImageModel(net)
+
+
+def grad_checkpointing(net: torch.nn.Module, name: str) -> None:
+    """Recompute the blocks' activations in the backward pass (timm's checkpoint_seq). Helps when activations,
+    not weights, fill the GPU (large images, large batches): less memory for ~20-30% more time per step, the
+    same gradients. Useless on CPU or when memory is not the limit. Models whose timm code cannot do it
+    (set_grad_checkpointing asserts, or is missing) are refused rather than silently left as they are."""
+    try:
+        net.set_grad_checkpointing(True)
+    except (AssertionError, AttributeError, NotImplementedError) as e:
+        raise ConfigError(f"config key 'train.grad_checkpointing': timm's {name!r} does not support gradient "
+                          f"checkpointing ({type(e).__name__}: {e or 'not supported'}); set "
+                          f"train.grad_checkpointing=false or choose another model.name") from None

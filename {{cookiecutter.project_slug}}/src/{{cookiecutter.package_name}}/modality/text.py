@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..core.errors import ConfigError, DataError, rows_message
 from ..core.schema import Config
+from .buckets import LengthGroupedBatchSampler
 from .lora import add_adapters, merge_adapters
 from .text_model import TextModel, enable_grad_checkpointing, reinit_top_layers
 
@@ -191,12 +192,18 @@ class Modality:
                generator: torch.Generator | None = None, weights: np.ndarray | None = None,
                views: list[str] | tuple[str, ...] = ("identity",)) -> DataLoader:
         """weights: per-row loss weights (pseudo-labelled rows), yielded as batch["weight"].
+        Training with train.group_by_length: batches of similar token length (buckets.py).
         Inference (train=False): the `views` of each row (tta.views), sorted by token length when
         infer.sort_by_length, padded to data.max_len when infer.pad_to_max_len; training.loop.infer restores
         row order."""
         # Tokenised up front in the main process, so workers would only add start-up cost.
         if train:
             ds = TextDataset(self.encode(df), targets, weights)
+            if self.cfg.train.group_by_length:  # batches of similar length (buckets.py)
+                sampler = LengthGroupedBatchSampler([len(e["input_ids"]) for e in ds.encodings], batch_size,
+                                                    generator, drop_last=len(ds) > batch_size)
+                return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(self.tokenizer), num_workers=0,
+                                  generator=generator)
             return DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) > batch_size,
                               collate_fn=Collator(self.tokenizer), num_workers=0, generator=generator)
         items, rows, slots = self.encode_views(df, list(views))

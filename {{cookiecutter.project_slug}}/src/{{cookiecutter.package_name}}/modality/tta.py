@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.schema import Config
+from ..core.schema import Config, image_hw
 
 EPS = 1e-7
 
@@ -31,6 +31,12 @@ def check_views(cfg: Config, mod) -> None:
     if bad:
         raise ConfigError(f"config key 'tta.views' has unknown view(s) {bad}; {cfg.task} projects know "
                           f"{', '.join(mod.VIEWS)}")
+    square = [v for v in cfg.tta.views if v in getattr(mod, "SQUARE_ONLY", ())]
+    h, w = image_hw(cfg.data.image_size) if cfg.task == "image" else (0, 0)
+    if square and h != w:
+        raise ConfigError(f"config key 'tta.views' has {square}, which swap height and width: they need a square "
+                          f"data.image_size, got {cfg.data.image_size} (height x width); drop them (flips, rot180 "
+                          f"and scale<f> keep the shape)")
     if cfg.tta.reduce == "gmean" and cfg.problem == "regression":
         raise ConfigError("config key 'tta.reduce' is gmean, which needs probabilities; regression values can "
                           "be negative: use tta.reduce=mean")

@@ -5,13 +5,14 @@ Resume a k-fold run after a crash or kill -9, ending with the same OOF, CV and s
 
     make train EXP=exp001 RESUME=1          # python -m <package>.train --exp exp001 --resume
 
-At the end of every epoch training writes fold<k>/last.pt atomically (temp file + os.replace, main process
-only): the model, EMA, SWA, optimiser, scheduler and loss-scaler states, the best result so far (its
-validation predictions), the fold's history rows and every RNG state (python, numpy, torch, CUDA and
-the training loader's generator; every rank's under DDP). A finished fold writes fold<k>/done.json and
-drops last.pt. A resumed run skips done folds (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold
-from its last finished epoch (the partial epoch is redone with the same batches, augmentations and
-dropout) and starts the others fresh. Temp files of a save that was killed are removed and never read.
+At the end of every epoch (train.eval_every > 0: at every evaluation, see evals.py) training writes
+fold<k>/last.pt atomically (temp file + os.replace, main process only): the model, EMA, SWA, optimiser,
+scheduler and loss-scaler states, the best result so far (its validation predictions), the fold's history
+rows and every RNG state (python, numpy, torch, CUDA and the training loader's generator; every rank's
+under DDP). A finished fold writes fold<k>/done.json and drops last.pt. A resumed run skips done folds
+(their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold from its last finished
+epoch or evaluation (the rest is redone with the same batches, augmentations and dropout) and starts the
+others fresh. Temp files of a save that was killed are removed and never read.
 
 Everything that shapes the numbers must be unchanged: the config (except the keys in FREE: logging,
 inference and later stages), the competition CSVs (sha256 in run.json) and the folds. On CPU a resumed
@@ -45,11 +46,22 @@ FREE = ("exp", "overwrite", "train.progress", "track.", "tta.", "infer.", "submi
 
 @dataclass
 class FoldState:
-    """Where fold k stands: the last finished epoch, its best result so far, its history rows."""
+    """Where fold k stands: the last finished epoch, its best result so far, its history rows. With
+    train.eval_every (evals.py) a resume point sits at an evaluation inside an epoch: `batches` of epoch
+    epoch + 1 are done, `epoch_start` is the loader generator's state when that epoch began and `pre` this
+    process's RNG states just before its last batch was requested (the one the loader had already fetched
+    the next batch with); `step` counts optimiser steps, `stale` evaluations since the best (train.patience)."""
     epoch: int = 0
     best: dict | None = None    # {"preds", "score", "epoch"}
     rows: list | None = None
     train_loss: float = float("nan")
+    step: int = 0
+    batches: int = 0
+    epoch_start: Any = None
+    pre: dict | None = None
+    stale: int = 0
+    stopped: bool = False
+    rng: dict | None = None     # loaded: this process's RNG states at the resume point
 
 
 def frozen_base_key(key: str) -> bool:
@@ -137,10 +149,12 @@ def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st
     Called on every process: each rank's RNG states are gathered (text batches of different lengths draw
     different amounts of dropout noise per rank), then the main process writes."""
     rngs = every_rank_rng(accelerator, generator)
+    pres = [st.pre] if st.pre is None or accelerator.num_processes == 1 else gather_object([st.pre])
     if not accelerator.is_main_process:
         return
     state = {"epoch": st.epoch, "best": st.best, "rows": st.rows, "train_loss": st.train_loss,
-             **training_state(fit, accelerator), "rng": rngs}
+             "step": st.step, "batches": st.batches, "epoch_start": st.epoch_start, "pre": pres,
+             "stale": st.stale, "stopped": st.stopped, **training_state(fit, accelerator), "rng": rngs}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -149,8 +163,12 @@ def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) ->
     """Load last.pt into a freshly prepared fit (every process reads the same file)."""
     state = read_state(path, accelerator)
     load_training_state(state, fit, accelerator)
-    restore_rng(state["rng"][accelerator.process_index], generator)
-    return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"])
+    rank = accelerator.process_index
+    restore_rng(state["rng"][rank], generator)
+    pre = state.get("pre") or [None]
+    return FoldState(state["epoch"], state["best"], state["rows"], state["train_loss"], state.get("step", 0),
+                     state.get("batches", 0), state.get("epoch_start"), pre[rank] if len(pre) > rank else pre[0],
+                     state.get("stale", 0), state.get("stopped", False), state["rng"][rank])
 
 
 def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list, seed: int | None = None) -> None:

@@ -96,16 +96,17 @@ def prepare_fit(cfg: Config, mod, label_map: LabelMap, accelerator: Accelerator,
 
 
 def fit_epoch(cfg: Config, fit: Fit, accelerator: Accelerator, epoch: int, desc: str, max_steps: int = 0,
-              on_batch: Callable[[torch.Tensor, bool], None] | None = None) -> float:
+              on_batch: Callable[[torch.Tensor, bool], bool | None] | None = None, batches=None) -> float:
     """One epoch of training with the freezing schedule and SWA's epoch-end update; the train loss.
     desc ("fold 0 epoch 2", "seed 1 epoch 2") also starts the message of a non-finite loss.
-    max_steps / on_batch: see loop.train_epoch (sanity and pretrain count steps, not epochs)."""
+    max_steps / on_batch: see loop.train_epoch (sanity and pretrain count steps, not epochs).
+    batches: what the epoch iterates instead of fit.loader (evals.py: the loader, replayed up to a resume point)."""
     if cfg.train.freeze_epochs:
         set_backbone_trainable(fit.raw, epoch > cfg.train.freeze_epochs, cfg.train.freeze_layers)
     in_swa = fit.swa is not None and fit.swa.in_swa(epoch)
     try:
-        loss = train_epoch(fit.model, fit.loader, fit.optimizer, fit.scheduler, accelerator, fit.tricks, epoch,
-                           fit.raw, cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
+        loss = train_epoch(fit.model, fit.loader if batches is None else batches, fit.optimizer, fit.scheduler,
+                           accelerator, fit.tricks, epoch, fit.raw, cfg.train.max_grad_norm, step_scheduler=not (in_swa and cfg.swa.lr > 0),
                            desc=desc, progress=cfg.train.progress, max_skipped_steps=cfg.train.max_skipped_steps,
                            max_steps=max_steps, on_batch=on_batch)
     except NonFiniteLoss as e:

@@ -35,8 +35,9 @@ from ..data.preflight import load_all
 from ..data.splits import load_or_make_folds
 from ..modality import get_modality
 from .checkpoints import (FoldState, check_resumable, clear_partial_saves, load_fold_state, mark_done, read_done,
-                          save_fold_state, save_weights)
-from .fit import Fit, PseudoRows, build_tricks, fit_epoch, prepare_fit, training_rows
+                          save_weights)
+from .evals import run_epochs
+from .fit import Fit, PseudoRows, build_tricks, prepare_fit, training_rows
 from .loop import infer
 from .plots import save_fold_plot
 from .setup import check_batch_split, make_accelerator, processes
@@ -47,7 +48,7 @@ from .tracking import Trackers, check_trackers, open_trackers
 class FoldResult:
     preds: np.ndarray
     score: float
-    best_epoch: int | str
+    best_epoch: int | float | str   # float: a fractional epoch (train.eval_every)
 
 
 @dataclass
@@ -72,33 +73,38 @@ class FoldRun:
     def name(self) -> str:
         return RunPaths.slot_name(self.k, self.seed)
 
-    def evaluate(self, module, epoch, tr_loss: float, t0: float) -> None:
-        """Validation pass; history row, log line, tracker metrics; best.pt when the score improved."""
+    def evaluate(self, module, epoch, tr_loss: float, t0: float, step: int | None = None) -> bool:
+        """Validation pass; history row, log line, tracker metrics; best.pt when the score improved (returned).
+        step: the optimiser step of an evaluation inside the epochs (train.eval_every; epoch is then fractional)."""
         cfg, k = self.cfg, self.k
         preds, va_loss = infer(module, self.val_loader, self.accelerator, self.label_map, f"{self.name} valid",
                                cfg.train.progress)
         s = score(cfg.metric, cfg.problem, self.y_val, preds)
         improved = is_better(cfg.metric, s, None if self.best is None else self.best.score)  # never a NaN score
-        self.rows.append(dict(fold=k, **({} if self.seed is None else {"seed": self.seed}), epoch=epoch,
+        at = {} if step is None else {"step": step}
+        self.rows.append(dict(fold=k, **({} if self.seed is None else {"seed": self.seed}), epoch=epoch, **at,
                               train_loss=tr_loss, valid_loss=va_loss, score=s,
                               lr=self.fit.optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 2)))
         self.history.append(self.rows[-1])
-        self.log.info(f"{self.name} epoch {epoch}/{cfg.train.epochs}  train_loss {tr_loss:.4f}  valid_loss "
+        where = f"epoch {epoch}/{cfg.train.epochs}" if step is None else f"step {step} (epoch {epoch})"
+        self.log.info(f"{self.name} {where}  train_loss {tr_loss:.4f}  valid_loss "
                       f"{va_loss:.4f}  {cfg.metric} {s:.5f}{'  *best' if improved else ''}  "
                       f"({self.rows[-1]['seconds']}s)")
         if self.trackers is not None:
             tag = f"fold{k}" + ("" if self.seed is None else f"_seed{self.seed}")
             self.trackers.log_metrics({f"{tag}/{m}": self.rows[-1][m] for m in ("train_loss", "valid_loss",
                                                                                    "score", "lr")},
-                                      step=epoch if isinstance(epoch, int) else cfg.train.epochs)
+                                      step=step if step is not None else epoch if isinstance(epoch, int)
+                                      else cfg.train.epochs)
         main = self.accelerator.is_main_process
         if improved:
             self.best = FoldResult(preds, s, epoch)
             if main:
                 save_weights(self.paths.checkpoint(k, self.seed), self.accelerator.unwrap_model(module), epoch=epoch,
-                             score=s, metric=cfg.metric)
+                             score=s, metric=cfg.metric, **at)
         if main:
             write_csv(self.paths.history, pd.DataFrame(self.history))
+        return improved
 
 
 def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: PseudoRows | None, seed: int):
@@ -127,14 +133,9 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map
         st = load_fold_state(state_file, fit, accelerator, gen)
         history.extend(st.rows)
         run.rows, run.best = st.rows, FoldResult(**st.best) if st.best else None
-        log.info(f"{run.name}: resumed after epoch {st.epoch} from {state_file}")
-    for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
-        t0 = time.time()
-        st.train_loss = fit_epoch(cfg, fit, accelerator, epoch, f"{run.name} epoch {epoch}")
-        if fit.swa is None or epoch < cfg.train.epochs:
-            run.evaluate(fit.tricks.ema.module if fit.tricks.ema is not None else fit.model, epoch, st.train_loss, t0)
-        st.epoch, st.best = epoch, None if run.best is None else vars(run.best)
-        save_fold_state(state_file, fit, accelerator, gen, st)  # every process: RNG states
+        log.info(f"{run.name}: resumed after epoch {st.epoch}{f' + {st.batches} batches' if st.batches else ''} "
+                 f"from {state_file}")
+    run_epochs(cfg, run, fit, accelerator, st, gen, state_file)  # evaluations, resume points, early stop
     if fit.swa is not None:
         # SWA's averaged model is the fold's model: no best-epoch selection on top of it
         t0 = time.time()

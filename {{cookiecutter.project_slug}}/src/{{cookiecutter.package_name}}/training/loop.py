@@ -51,13 +51,14 @@ class Tricks:
 def train_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, tricks: Tricks, epoch: int,
                 raw_model=None, max_grad_norm: float = 0.0, step_scheduler: bool = True, desc: str = "train",
                 progress: bool = True, max_skipped_steps: int = 20, max_steps: int = 0,
-                on_batch: Callable[[torch.Tensor, bool], None] | None = None) -> float:
+                on_batch: Callable[[torch.Tensor, bool], bool | None] | None = None) -> float:
     """The epoch's mean training loss. A NaN / inf loss raises NonFiniteLoss before the optimiser step, so
     the weights, EMA and last resume point stay finite. Under fp16 loss scaling a non-finite step is the
     scaler's to skip (it lowers the scale); only max_skipped_steps skipped steps in a row raise.
     The scheduler steps once per optimiser step (Accelerate's prepared scheduler or a plain one alike).
     max_steps > 0 ends the epoch after that many optimiser steps; on_batch(loss, stepped) runs after every
-    batch (make sanity records each loss, make pretrain counts steps, logs and saves)."""
+    batch (make sanity records each loss, make pretrain counts steps, logs and saves, train.eval_every
+    evaluates); when it returns True the epoch ends there (train.patience)."""
     model.train()
     total = torch.zeros((), device=accelerator.device)
     count, skipped, steps = 0, 0, 0
@@ -92,10 +93,9 @@ def train_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, t
         # fp16: a skipped step's non-finite loss would make the epoch's mean meaningless
         total += (torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0) if scaled else loss.detach()) * n
         count += n
-        if on_batch is not None:
-            on_batch(loss.detach(), stepped)
+        stop = on_batch is not None and on_batch(loss.detach(), stepped)
         steps += stepped
-        if max_steps and steps >= max_steps:
+        if stop or (max_steps and steps >= max_steps):
             break
     total = accelerator.reduce(total, reduction="sum")
     count = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item()
