@@ -106,3 +106,18 @@ def test_a_study_folder_built_from_another_base_is_refused(tiny, capsys):
     assert run_cli("tune", "--exp", "base", "--name", "s", *tiny, *TRIAL) == 2
     assert "built with base other" in capsys.readouterr().err
     assert not list(Path("outputs").glob("s_t*"))
+
+
+def test_with_eval_every_a_hopeless_trial_is_pruned_inside_its_first_fold(tiny):
+    # trial 0: the base's lr; trial 1: an lr that cannot learn, worse than trial 0 at some evaluation of fold 0
+    study_files({"train.lr": {"low": 1.0e-9, "high": 2.0e-9, "log": True}})
+    args = ["train.epochs=1", "tune.folds=[0,1]", "train.eval_every=3", "tune.startup_trials=1", "tune.trials=2"]
+    assert run_cli("tune", "--exp", "base", "--name", "s", *tiny, *args) == 0
+    base, starved = trials()
+    assert base.state.name == "COMPLETE" and starved.state.name == "PRUNED"
+    step = mod("tune.setup").EVAL_STEP
+    assert {s // step for s in base.intermediate_values} == {0, 1, 2}  # fold scores, fold 0's and fold 1's evaluations
+    assert starved.intermediate_values and all(step < s < 2 * step for s in starved.intermediate_values)
+    import pandas as pd
+    assert set(pd.read_csv("outputs/s_t1/history.csv")["fold"]) == {0} and not Path("outputs/s_t1/cv.json").exists()
+    assert "pruned after 0 fold(s), " in Path("outputs/s/summary.md").read_text()

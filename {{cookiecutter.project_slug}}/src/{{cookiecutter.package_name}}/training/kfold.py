@@ -68,6 +68,7 @@ class FoldRun:
     trackers: Trackers | None
     best: FoldResult | None = None
     seed: int | None = None     # train.seeds on a k-fold run: the seed of this model of fold k
+    on_eval: Callable[[int, int, float], None] | None = None   # (k, n-th evaluation of the fold, score): make tune
 
     @property
     def name(self) -> str:
@@ -104,6 +105,8 @@ class FoldRun:
                              score=s, metric=cfg.metric, **at)
         if main:
             write_csv(self.paths.history, pd.DataFrame(self.history))
+        if self.on_eval is not None:  # after the files: a pruned trial's folder holds this evaluation
+            self.on_eval(k, len(self.rows), s)
         return improved
 
 
@@ -119,7 +122,8 @@ def fold_loaders(cfg: Config, k: int, train_df, y_fit, folds, mod, extra: Pseudo
 
 def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map: LabelMap, paths: RunPaths,
              accelerator: Accelerator, log, history: list[dict], extra: PseudoRows | None = None,
-             resume: bool = False, trackers: Trackers | None = None, seed: int | None = None) -> FoldResult:
+             resume: bool = False, trackers: Trackers | None = None, seed: int | None = None,
+             on_eval=None) -> FoldResult:
     """One model of fold k, seeded by seed + k (seed: cfg.seed, or one of train.seeds on a k-fold run)."""
     base = cfg.seed if seed is None else seed
     set_seed(base + k)
@@ -128,7 +132,7 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map
     st = FoldState(rows=[])
     state_file = paths.fold_state(k, seed)
     run = FoldRun(cfg, k, fit, fit.eval_loaders[0], y_true[va], label_map, paths, accelerator, log, history,
-                  st.rows, trackers, None, seed)
+                  st.rows, trackers, None, seed, on_eval)
     if resume and state_file.is_file():
         st = load_fold_state(state_file, fit, accelerator, gen)
         history.extend(st.rows)
@@ -193,12 +197,14 @@ def open_kfold_run(cfg: Config, accelerator, train_df, label_map, mod, folds_df,
 
 def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[int, PseudoRows] | None = None,
                 before_training: Callable[[RunPaths], None] | None = None, resume: bool = False,
-                kind: str = "kfold", on_fold: Callable[[int, float], None] | None = None) -> dict:
+                kind: str = "kfold", on_fold: Callable[[int, float], None] | None = None,
+                on_eval: Callable[[int, int, float], None] | None = None) -> dict:
     """K-fold training of cfg. folds_df: the folds to use (default: the data set's shared folds file);
     extra: rows added to fold k's training part (pseudo-labels); before_training(paths): writes more
     files into the fresh run folder (main process, after the folder is created); resume: continue the
     interrupted run in outputs/<exp>/ (checkpoints.py); kind: cv.json's "kind" (kfold | pseudo); on_fold(k, score):
-    called after each fold (skipped ones too) with its score; what it raises ends the run (make tune prunes)."""
+    called after each fold (skipped ones too) with its score; on_eval(k, n, score): after the n-th evaluation of
+    fold k (per epoch, or every train.eval_every steps); what either raises ends the run (make tune prunes)."""
     paths = RunPaths(cfg)
     accelerator = make_accelerator(cfg)
     check_batch_split(cfg, accelerator.num_processes)
@@ -222,7 +228,7 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
     trackers.log_params(flatten(to_dict(cfg)))
     try:
         result = run_folds(cfg, train_df, y_fit, label_map, folds, mod, paths, accelerator, log, extra, resume,
-                           trackers, kind, on_fold)
+                           trackers, kind, on_fold, on_eval)
     except BaseException as e:
         if accelerator.is_main_process:
             finish_record(paths, status=f"failed: {type(e).__name__}: {e}"[:500])
@@ -236,7 +242,7 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
 
 
 def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, paths: RunPaths, accelerator, log,
-              extra, resume: bool, trackers: Trackers, kind: str, on_fold=None) -> dict:
+              extra, resume: bool, trackers: Trackers, kind: str, on_fold=None, on_eval=None) -> dict:
     id_col = cfg.data.id_col
     y_true = label_map.encode(train_df, id_col, cfg.data.train_file)
     fold_ids = folds["fold"].to_numpy()
@@ -250,7 +256,7 @@ def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, pat
         ids = train_df[id_col][fold_ids == k]
         for seed in seeds:
             res = fold_model(cfg, k, seed, ids, train_df, y_fit, y_true, fold_ids, mod, label_map, paths,
-                             accelerator, log, history, (extra or {}).get(k), resume, trackers)
+                             accelerator, log, history, (extra or {}).get(k), resume, trackers, on_eval)
             oofs[seed][fold_ids == k] = res.preds
             seed_scores[seed].append(res.score)
             best_epochs.append(res.best_epoch)
@@ -287,7 +293,7 @@ def run_folds(cfg: Config, train_df, y_fit, label_map: LabelMap, folds, mod, pat
 
 def fold_model(cfg: Config, k: int, seed: int | None, ids: pd.Series, train_df, y_fit, y_true, fold_ids, mod,
                label_map: LabelMap, paths: RunPaths, accelerator, log, history: list, extra, resume: bool,
-               trackers: Trackers) -> FoldResult:
+               trackers: Trackers, on_eval=None) -> FoldResult:
     """Fold k's model of one seed: read back when it finished before an interruption, else trained."""
     name = RunPaths.slot_name(k, seed)
     if resume and paths.fold_done(k, seed).is_file():
@@ -299,6 +305,6 @@ def fold_model(cfg: Config, k: int, seed: int | None, ids: pd.Series, train_df, 
         res = FoldResult(preds, done["score"], done["best_epoch"])
     else:
         res = fit_fold(cfg, k, train_df, y_fit, y_true, fold_ids, mod, label_map, paths, accelerator, log, history,
-                       extra=extra, resume=resume, trackers=trackers, seed=seed)
+                       extra=extra, resume=resume, trackers=trackers, seed=seed, on_eval=on_eval)
     log.info(f"{name}: best {cfg.metric} {res.score:.5f} at epoch {res.best_epoch}")
     return res

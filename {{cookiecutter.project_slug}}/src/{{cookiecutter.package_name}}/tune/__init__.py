@@ -9,7 +9,8 @@ Trial k trains configs/<base>.yaml + ARGS + its sampled values on tune.folds (de
 folds) into outputs/<study>_t<k>/, an experiment like any other (make predict / submit / ensemble /
 leaderboard take it), and is scored by the CV in its cv.json. The median pruner stops a trial after a fold
 whose score is worse than the median of the earlier trials at that fold (tune.prune, tune.startup_trials);
-a pruned trial's folder holds its finished folds and no cv.json.
+with train.eval_every also after any evaluation inside a fold worse than their median at that evaluation.
+A pruned trial's folder holds its finished folds and no cv.json.
 
 tune.trials is the size of the study, not of this run: `make tune` runs trials until the study holds that
 many complete or pruned ones, so running it again continues an interrupted study and raising TRIALS extends a
@@ -34,7 +35,7 @@ from ..core.lock import hold
 from ..core.rundir import RunPaths, get_logger, read_cv
 from ..training.kfold import train_kfold
 from .report import write_summary
-from .setup import Setup, open_study_folder, prepare
+from .setup import EVAL_STEP, Setup, open_study_folder, prepare
 from .study import enqueue_base, open_storage, open_study, owner, recover, start_workers, stop_workers, work
 
 
@@ -69,17 +70,25 @@ def objective(setup: Setup, log):
                 raise TrialPruned(f"pruned after fold {k}: {cfg.metric} {score:.5f} is worse than the median of the "
                                   f"earlier trials at that fold")
 
+        def on_eval(k: int, n: int, score: float) -> None:
+            trial.report(score, EVAL_STEP * (setup.folds.index(k) + 1) + n)
+            if trial.should_prune():
+                raise TrialPruned(f"pruned at evaluation {n} of fold {k}: {cfg.metric} {score:.5f} is worse than the "
+                                  f"median of the earlier trials there")
+        # per evaluation only with train.eval_every (epoch evaluations would compare too early) and one model per fold
+        per_eval = {"on_eval": on_eval} if cfg.train.eval_every > 0 and not cfg.train.seeds and setup.tune.prune else {}
+
         fresh_accelerate_state()
         try:
             with hold(paths.dir, "tune"):
                 try:
-                    train_kfold(cfg, resume=resume, on_fold=on_fold)
+                    train_kfold(cfg, resume=resume, on_fold=on_fold, **per_eval)
                 except ConfigError as e:
                     if not resume:
                         raise
                     log.warning(f"trial {trial.number}: outputs/{exp} cannot be resumed ({e}); training it afresh")
                     fresh_accelerate_state()
-                    train_kfold(cfg, on_fold=on_fold)
+                    train_kfold(cfg, on_fold=on_fold, **per_eval)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # Ctrl-C: the next make tune runs these values again
             raise

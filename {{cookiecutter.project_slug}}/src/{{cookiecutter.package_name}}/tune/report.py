@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from ..core.atomic import write_text, write_with
 from ..core.config import CONFIG_DIR, parse_overrides, read_yaml
 from ..training.plots import save_curves
-from .setup import Setup
+from .setup import EVAL_STEP, Setup
 
 
 def nest(flat: dict) -> dict:
@@ -80,12 +80,14 @@ def trial_rows(setup: Setup, study: optuna.Study) -> list[str]:
     every = study.get_trials(deepcopy=False)
     rerun = {t.user_attrs["retry_of"]: t.number for t in every if "retry_of" in t.user_attrs}
     for t in every:
-        folds = ", ".join(f"{v:.4f}" for _, v in sorted(t.intermediate_values.items()))
+        fold_values = sorted((s, v) for s, v in t.intermediate_values.items() if s < EVAL_STEP)
+        evals = sum(s >= EVAL_STEP for s in t.intermediate_values)
+        folds = ", ".join(f"{v:.4f}" for _, v in fold_values)
         note = "; ".join(filter(None, ["base values" if t.user_attrs.get("base") else "",
                                        f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else "",
                                        f"interrupted, re-run as trial {rerun[t.number]}" if t.number in rerun else
                                        "interrupted" if t.user_attrs.get("interrupted") else "",
-                                       f"pruned after {len(t.intermediate_values)} fold(s)"
+                                       f"pruned after {len(fold_values)} fold(s)" + (f", {evals} evaluation(s)" if evals else "")
                                        if t.state == TrialState.PRUNED else ""]))
         seconds = f"{t.duration.total_seconds():.0f}" if t.duration is not None else ""
         rows.append(f"| {t.number} | {t.state.name.lower()} | {f'{t.value:.5f}' if t.state == TrialState.COMPLETE else ''} | "

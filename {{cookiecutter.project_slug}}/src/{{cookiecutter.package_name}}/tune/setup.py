@@ -23,6 +23,10 @@ from .space import Param, check_values, overrides as param_overrides, parse_spac
 
 BOUND = ("base", "metric", "folds")  # study.json keys a continued study must share
 
+# Optuna steps: fold position p (0, 1, ...) for per-fold scores; EVAL_STEP * (p + 1) + n for the n-th evaluation
+# inside that fold (train.eval_every), so the median pruner compares trials at the same fold and evaluation.
+EVAL_STEP = 1_000_000
+
 
 @dataclass
 class Setup:
