@@ -40,6 +40,7 @@ def _temp_files(root: Path) -> list[Path]:
 
 
 # 1. make variables ---------------------------------------------------------------------------------
+@pytest.mark.slow  # problem-agnostic: runs in the one image and one text project that run the slow tests
 def test_make_variables_empty_spaced_or_colliding_are_refused_before_anything_runs(tiny, workdir, capsys):
     make = ["make", "-f", str(PROJECT / "Makefile"), f"PYTHON={sys.executable}"]
     done = subprocess.run([*make, "train", "EXP=", f"ARGS={' '.join(tiny)}"], cwd=workdir, env=ENV,

@@ -11,6 +11,10 @@ from PIL import Image
 
 from helpers import like_demo, mod, run_cli
 
+# problem-agnostic (the head and loss are the shared code's): the module runs where the slow tests run, in the one
+# image project of the template's CI that runs them
+pytestmark = pytest.mark.slow
+
 config, image, cache = mod("core.config"), mod("modality.image"), mod("modality.image_cache")
 # augmentation on, so the test also shows the augmented pixels (and their RNG) are unchanged by the cache
 AUG = ["aug.train=[{name: Affine, p: 0.8, translate_percent: 0.1, scale: [0.8, 1.2]}, {name: RandomBrightnessContrast, p: 0.5}]"]

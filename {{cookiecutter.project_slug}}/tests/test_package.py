@@ -266,6 +266,7 @@ def test_unpredicted_runs_missing_members_and_foreign_checkpoints_are_refused(in
     _nothing_written(inside)
 
 
+@pytest.mark.slow  # problem-agnostic: runs in the one image and one text project that run the slow tests
 def test_an_existing_bundle_is_replaced_only_with_overwrite(inside):
     bundle = package.run("pk", [], name="again")
     stamp = (bundle / "MANIFEST.json").read_text()

@@ -21,6 +21,10 @@ from conftest import TARGET_OVERRIDE
 
 from helpers import PROJECT, like_demo, mod, run_cli
 
+# problem-agnostic (the head and loss are the shared code's): the module runs where the slow tests run, in the one
+# text project of the template's CI that runs them
+pytestmark = pytest.mark.slow
+
 config, text, text_model = mod("core.config"), mod("modality.text"), mod("modality.text_model")
 checkpoints, optim, models = mod("training.checkpoints"), mod("training.optim"), mod("inference.models")
 ConfigError = mod("core.errors").ConfigError

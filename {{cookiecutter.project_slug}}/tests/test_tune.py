@@ -108,6 +108,7 @@ def test_a_study_folder_built_from_another_base_is_refused(tiny, capsys):
     assert not list(Path("outputs").glob("s_t*"))
 
 
+@pytest.mark.slow  # problem-agnostic: runs in the one image and one text project that run the slow tests
 def test_with_eval_every_a_hopeless_trial_is_pruned_inside_its_first_fold(tiny):
     # trial 0: the base's lr; trial 1: an lr that cannot learn, worse than trial 0 at some evaluation of fold 0
     study_files({"train.lr": {"low": 1.0e-9, "high": 2.0e-9, "log": True}})
