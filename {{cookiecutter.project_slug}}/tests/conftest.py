@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from helpers import PROJECT, mod
+from helpers import PROJECT, mod, reset_accelerate
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests build their models locally; never wait on a network
@@ -28,9 +28,7 @@ TARGET_OVERRIDE = ["data.target_cols=[t0,t1,t2]"] if PROBLEM == "multilabel" els
 def _fresh_accelerate_state():
     """Each CLI run is its own process in real use; in-process tests reset Accelerate's singletons."""
     yield
-    from accelerate.state import AcceleratorState, GradientState
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 @pytest.fixture(scope="session")

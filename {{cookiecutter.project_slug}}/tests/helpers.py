@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -28,3 +30,22 @@ def like_demo(*exps: str) -> None:
     demo = Path("configs/demo.yaml").read_text()
     for exp in exps:
         Path(f"configs/{exp}.yaml").write_text(demo)
+
+
+def reset_accelerate() -> None:
+    """Each CLI run is its own process in real use; in-process runs reset Accelerate's singletons."""
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@contextmanager
+def inside(path: Path):
+    """Run in-process stages from `path` (module-scoped runs cannot use the monkeypatch fixture)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+        reset_accelerate()

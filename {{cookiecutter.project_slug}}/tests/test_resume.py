@@ -3,36 +3,21 @@ with RESUME=1 ends with the OOF, CV and submission of the run that was never int
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import TARGET_OVERRIDE
-from helpers import PROJECT, like_demo, mod, run_cli
+from helpers import PROJECT, inside, like_demo, mod, run_cli
 
 config, resume, runs, atomic = mod("core.config"), mod("training.checkpoints"), mod("core.rundir"), mod("core.atomic")
 TASK = config.load(config_dir=PROJECT / "configs").task
 KILLED = 137
 
-
-@contextmanager
-def inside(path: Path):
-    """Run in-process stages from `path` (module-scoped runs cannot use the monkeypatch fixture)."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-        from accelerate.state import AcceleratorState, GradientState
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
 
 
 def stage(root: Path, name: str, exp: str, args: list[str], *flags: str) -> None:

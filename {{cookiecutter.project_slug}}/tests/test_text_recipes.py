@@ -5,11 +5,9 @@ DeBERTa-v2 and the demo's tiny BERT."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import torch
 import yaml
 from conftest import TARGET_OVERRIDE
 
-from helpers import PROJECT, like_demo, mod, run_cli
+from helpers import PROJECT, inside, like_demo, mod, run_cli
 
 # problem-agnostic (the head and loss are the shared code's): the module runs where the slow tests run, in the one
 # text project of the template's CI that runs them
@@ -204,19 +202,6 @@ def test_lora_checkpoint_holds_adapters_and_head_and_reloads_to_the_same_predict
         assert torch.allclose(got, want, atol=1e-5), merge
     assert inference.tokenizer.pad_token == m.tokenizer.pad_token
 
-
-@contextmanager
-def inside(path: Path):
-    """In-process stages run from `path` (module-scoped runs cannot use the monkeypatch fixture)."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-        from accelerate.state import AcceleratorState, GradientState
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
 
 
 def stage(root: Path, name: str, *argv: str) -> None:

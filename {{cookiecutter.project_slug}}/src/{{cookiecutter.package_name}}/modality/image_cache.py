@@ -104,6 +104,7 @@ class ImageCache:
     def __init__(self, mode: str, hw: tuple[int, int], folder: Path, read):
         self.mode, self.hw, self.folder, self.read = mode, hw, Path(folder), read
         self.stores: list[Store] = []
+        self.where: dict[str, tuple[int, int]] = {}  # path -> (store, row)
 
     def open(self, paths: list[str]) -> Store:
         paths = sorted(set(paths))
@@ -115,12 +116,10 @@ class ImageCache:
         return Store(paths, file=file)
 
     def decoded(self, paths: list[str]) -> Decoded:
-        missing = [p for p in dict.fromkeys(paths) if not any(p in s.index for s in self.stores)]
+        missing = [p for p in dict.fromkeys(paths) if p not in self.where]
         if missing:
-            self.stores.append(self.open(missing))
-        where = {}
-        for k, s in enumerate(self.stores):
-            for p, r in s.index.items():
-                where.setdefault(p, (k, r))
-        pairs = np.array([where[p] for p in paths], dtype=np.int64).reshape(-1, 2)
+            store = self.open(missing)
+            self.where.update((p, (len(self.stores), r)) for p, r in store.index.items())
+            self.stores.append(store)
+        pairs = np.array([self.where[p] for p in paths], dtype=np.int64).reshape(-1, 2)
         return Decoded(self.stores, pairs[:, 0], pairs[:, 1])
