@@ -12,11 +12,14 @@ For each regime and thread count:
   template epoch   (T(train.epochs=3) - T(train.epochs=1)) / 2 of the package's k-fold training on fold 0: an
                    epoch as make train runs it (loader, tricks off, validation, best.pt, last.pt, history, log),
                    the run's setup subtracted out
-  floor epoch      the same model (modality.build_model), rows, batch and threads: torch AdamW over batches
-                   built once in memory, then a no-grad pass over the validation rows
+  floor epoch      the same model (modality.build_model), rows, batch and threads: torch AdamW (fused, the
+                   template's kernel) over batches built once in memory, then a no-grad pass over the
+                   validation rows
   parts            the training loader alone (items / s, the default workers), the template's step alone on
                    pre-built batches (loop.train_epoch; items / s), validation alone (loop.infer), the resume
-                   state + best.pt writes
+                   state + best.pt writes (snapshot to written), and the part of it the training thread waits
+                   for (the snapshot and the hand-off to the writer thread, training/saver.py), and one AdamW
+                   step with torch's default kernel (what a plain loop on CPU gets) against the fused one
 Writes bench/results_speed.md.
 """
 from __future__ import annotations
@@ -138,7 +141,7 @@ class Regime:
     def floor_epoch(self) -> float:
         torch.manual_seed(0)
         model = self.mod.build_model(self.lm.n_outputs, self.cfg.model.pretrained)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)  # the template's kernel
         train, valid = self.batches(self.tr, True), self.batches(self.va, False)
         t0 = time.perf_counter()
         model.train()
@@ -176,16 +179,35 @@ class Regime:
         valid = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            ck.save_fold_state(Path(d) / "last.pt", f, acc, gen, ck.FoldState(1, None, [], 0.0))
-            ck.save_weights(Path(d) / "best.pt", f.raw, epoch=1)
+            best = (Path(d) / "best.pt", ck.weights(f.raw, epoch=1))
+            ck.save_fold_state(Path(d) / "last.pt", f, acc, gen, ck.FoldState(1, None, [], 0.0), best)
+            queued = time.perf_counter() - t0  # what the training thread waits for: the snapshot, the hand-off
+            self.pkg("training.saver").SAVER.flush()
             writes = time.perf_counter() - t0
         reset_accelerate()
-        return dict(loader=loader_rate, step=step_rate, valid=valid, writes=writes)
+        adamw = self.adamw_ms(f.raw)
+        return dict(loader=loader_rate, step=step_rate, valid=valid, writes=writes, queued=queued, **adamw)
+
+    @staticmethod
+    def adamw_ms(model) -> dict:
+        """One AdamW step on the model's gradients: torch's default kernel on CPU (a plain loop's) vs fused."""
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        out = {}
+        for name, kw in (("adamw_default", {}), ("adamw_fused", {"fused": True})):
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-7, **kw)
+            opt.step()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                opt.step()
+            out[name] = (time.perf_counter() - t0) / 5 * 1000
+        return out
 
 
 def measure(reg: Regime, threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
-    res = {k: [] for k in ("template", "floor", "loader", "step", "valid", "writes")}
+    res = {k: [] for k in ("template", "floor", "loader", "step", "valid", "writes", "queued", "adamw_default",
+                           "adamw_fused")}
     for _ in range(repeats):
         res["floor"].append(reg.floor_epoch())
         res["template"].append(reg.template_epoch())
@@ -204,18 +226,20 @@ def main() -> None:
     args = ap.parse_args()
     lines = ["# The template's epoch vs the floor (`bench/speed.py`)", "",
              f"Fold 0 of 5 of the first {args.rows} train rows, medians of {args.repeats} interleaved repeats "
-             f"(floor, template, parts). The floor: the same model, rows, batch and threads, torch AdamW over "
-             f"batches built once in memory, plus a no-grad validation pass.", "",
+             f"(floor, template, parts). The floor: the same model, rows, batch and threads, torch AdamW (fused, as "
+             f"the template's) over batches built once in memory, plus a no-grad validation pass.", "",
              "| regime | threads | floor epoch s | template epoch s | template / floor | loader items/s | "
-             "step items/s | loader / step | validation s | state + best.pt writes s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "step items/s | loader / step | validation s | state + best.pt writes s | of which on the training "
+             "thread s | AdamW step ms: torch default / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.only.split(","):
         reg = Regime(name, REGIMES[name], args.rows)
         for t in (int(x) for x in args.threads.split(",")):
             m = measure(reg, t, args.repeats)
             lines.append(f"| {name} | {t} | {m['floor']:.2f} | {m['template']:.2f} | {m['template'] / m['floor']:.2f}x"
                          f" | {m['loader']:.0f} | {m['step']:.0f} | {m['loader'] / m['step']:.1f}x | "
-                         f"{m['valid']:.2f} | {m['writes']:.2f} |")
+                         f"{m['valid']:.2f} | {m['writes']:.2f} | {m['queued']:.2f} | "
+                         f"{m['adamw_default']:.1f} / {m['adamw_fused']:.1f} |")
         os.chdir(REPO)
     (BENCH / "results_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -23,6 +23,7 @@ SRC = [  # src/<package>/..., the layers and the stages (one module or folder pe
     "modality/__init__", "modality/tta",
     "training/__init__", "training/checkpoints", "training/fit", "training/fullfit", "training/kfold",
     "training/loop", "training/optim", "training/plots", "training/setup", "training/tracking", "training/evals",
+    "training/saver",
     "training/tricks/__init__", "training/tricks/adversarial", "training/tricks/averaging",
     "training/tricks/losses", "training/tricks/rdrop",
     "inference/__init__", "inference/combine", "inference/models", "inference/offline", "inference/predictor",

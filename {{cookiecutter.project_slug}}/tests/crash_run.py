@@ -1,6 +1,7 @@
 """Run `train` and die like kill -9 (os._exit: no cleanup, no finally) at a chosen point.
 
-    python tests/crash_run.py step E:S --exp x ...  # at step S of the E-th epoch run (counted over folds)
+    python tests/crash_run.py step E:S --exp x ...  # at step S of the E-th epoch run (counted over folds), once
+                                                    # the resume points queued so far are on disk
     python tests/crash_run.py fold N  --exp x ...   # right after the N-th fold is marked done (between folds)
     python tests/crash_run.py save N  --exp x ...   # halfway through writing the N-th resume point
 """
@@ -24,7 +25,7 @@ def main() -> None:
         calls["n"] += 1
         return calls["n"] == int(n)
 
-    kfold, evals, loop = mod("training.kfold"), mod("training.evals"), mod("training.loop")
+    kfold, evals, loop, saver = mod("training.kfold"), mod("training.evals"), mod("training.loop"), mod("training.saver")
     if point == "step":
         (epoch, step), at = map(int, n.split(":")), {"epoch": 0, "step": 0}
         fit_epoch, loss_of = evals.fit_epoch, loop.Tricks.loss_of
@@ -36,6 +37,7 @@ def main() -> None:
         def dying_loss_of(self, model, batch):
             at["step"] += 1
             if (at["epoch"], at["step"]) == (epoch, step):
+                saver.SAVER.flush()  # a kill during a write is the `save` point's
                 os._exit(KILLED)
             return loss_of(self, model, batch)
         evals.fit_epoch, loop.Tricks.loss_of = counting_fit_epoch, dying_loss_of

@@ -147,17 +147,18 @@ def test_deterministic_switch_turns_deterministic_kernels_on_and_off(tiny, workd
 
 
 @pytest.mark.skipif(TASK != "image", reason="image augmentations")
-def test_augmentations_follow_the_torch_seed(demo_dir, workdir):
-    cfg = config.load("demo", [f"data.dir={demo_dir}", "aug.train=[{name: HorizontalFlip, p: 0.5}, "
-                               "{name: RandomBrightnessContrast, p: 0.9}]"])
-    modality = mod("modality").get_modality(cfg)
+def test_augmentations_follow_the_loaders_generator_not_torchs_seed_nor_the_workers(demo_dir, workdir):
     import pandas as pd
     df = pd.read_csv(demo_dir / "train.csv", dtype=str).head(16)
 
-    def images(seed):
-        torch.manual_seed(seed)
-        loader = modality.loader(df, np.zeros(len(df), dtype=np.int64), True, 16,
-                                 generator=torch.Generator().manual_seed(0))
-        return next(iter(loader))["image"]
-    assert torch.equal(images(0), images(0))
-    assert not torch.equal(images(0), images(1))
+    def images(seed, workers=0, torch_seed=0):
+        cfg = config.load("demo", [f"data.dir={demo_dir}", f"train.num_workers={workers}", "aug.train=[{name: "
+                                   "HorizontalFlip, p: 0.5}, {name: RandomBrightnessContrast, p: 0.9}]"])
+        torch.manual_seed(torch_seed)
+        loader = mod("modality").get_modality(cfg).loader(df, np.zeros(len(df), dtype=np.int64), True, 16,
+                                                          generator=torch.Generator().manual_seed(seed))
+        return [b["image"] for _ in range(2) for b in loader]  # two epochs: persistent workers
+    first = images(0)
+    assert all(torch.equal(a, b) for a, b in zip(first, images(0, workers=2, torch_seed=5)))
+    assert not torch.equal(first[0], first[1])  # the 2nd epoch draws new augmentations
+    assert not torch.equal(first[0], images(1)[0])

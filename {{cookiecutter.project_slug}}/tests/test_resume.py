@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TARGET_OVERRIDE
 from helpers import PROJECT, inside, like_demo, mod, run_cli
@@ -85,7 +86,8 @@ def test_a_different_seed_changes_the_oof_but_not_the_folds(scratch):
 
 
 # (crash point, n): step 3 of the 4th epoch run = fold 1's 2nd epoch (fold 0 done, fold 1 has a resume point
-# at epoch 1); right after fold 0 is marked done; a torn write of the 2nd resume point (fold 0, epoch 2)
+# at epoch 1); right after fold 0 is marked done; a torn write of the 2nd resume point (fold 1, epoch 1: a fold's
+# last epoch writes none, its done.json follows)
 CRASHES = {"step": "4:3", "fold": "1", "save": "2"}
 
 
@@ -123,6 +125,26 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(scratch, poin
     assert len(record["resumes"]) == 1 and record["status"] == "finished"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(TASK != "image", reason="text batches are tokenised up front, without worker processes")
+def test_workers_change_no_number_and_a_run_with_workers_resumes_exactly(scratch):
+    """Training items carry their augmentation seeds from the sampler, so worker processes (kept across epochs)
+    draw nothing of their own: 2 workers give the bytes of none, also killed in fold 1's 2nd epoch and resumed
+    with new workers."""
+    root, args = scratch
+    workers = [*args, "train.num_workers=2"]
+    with inside(root):
+        like_demo("workers")
+    done = crash(root, "step", CRASHES["step"], "workers", workers)
+    assert done.returncode == KILLED, done.stderr[-3000:]
+    stage(root, "train", "workers", workers, "--resume")
+    for name in ("predict", "submit"):
+        stage(root, name, "workers", workers)
+    got, ref = outputs(root, "workers"), outputs(root, "ref")
+    assert got["oof"] == ref["oof"] and got["test"] == ref["test"] and got["submission"] == ref["submission"]
+    assert got["cv"]["folds"] == ref["cv"]["folds"]
+
+
 def _saved_run(workdir: Path, overrides: list[str]):
     """A run folder as training leaves it at its start: config.yaml, folds.csv, run.json."""
     cfg = config.load("demo", overrides)
@@ -146,8 +168,9 @@ def test_resuming_with_a_changed_setting_is_refused_naming_the_key(workdir, chan
 
 def test_resuming_with_changed_logging_or_inference_settings_is_fine(workdir):
     cfg, paths, folds = _saved_run(workdir, [])
-    ok = config.load("demo", ["train.progress=true", "track.backends=[]", "tta.views=[identity,hflip]"
-                              if TASK == "image" else "tta.views=[identity,tail]", "submit.threshold=0.3"])
+    ok = config.load("demo", ["train.progress=true", "train.num_workers=3", "train.save_every=4", "track.backends=[]",
+                              "tta.views=[identity,hflip]" if TASK == "image" else "tta.views=[identity,tail]",
+                              "submit.threshold=0.3"])
     resume.check_resumable(ok, paths, folds, {"data/train.csv": "abc"})
 
 
@@ -168,3 +191,23 @@ def test_resume_without_a_run_or_of_a_finished_run_says_so(tiny, workdir, capsys
     atomic.write_json(paths.cv, {"cv": 1.0})
     with pytest.raises(config.ConfigError, match="finished"):
         resume.check_resumable(cfg, paths, folds, {})
+
+
+def test_the_writer_thread_saves_what_was_there_when_queued_and_raises_its_failure_in_the_training_thread(tmp_path):
+    saver = mod("training.saver")
+    live = {"w": torch.zeros(1000), "rows": [1]}
+    writer = saver.Saver()
+    writer.save((tmp_path / "a.pt", saver.snapshot(live)))
+    live["w"] += 1  # the next steps change the weights in place while the file is written
+    live["rows"].append(2)
+    writer.flush()
+    saved = torch.load(tmp_path / "a.pt", weights_only=False)
+    assert torch.equal(saved["w"], torch.zeros(1000)) and saved["rows"] == [1]
+    (tmp_path / "file").write_text("not a folder")
+    writer.save((tmp_path / "file" / "b.pt", saver.snapshot(live)))  # queued: the failure comes later
+    with pytest.raises(OSError):
+        writer.flush()
+    writer.flush()  # raised once; the writer goes on
+    writer.save((tmp_path / "c.pt", {"n": 3}), (tmp_path / "d.pt", {"n": 4}))
+    writer.flush()
+    assert torch.load(tmp_path / "d.pt")["n"] == 4 and not list(tmp_path.glob(".*.tmp"))

@@ -92,25 +92,40 @@ def test_patience_counts_epochs_when_evaluating_once_per_epoch(tiny, workdir, mo
     assert hist["epoch"].tolist() == [1, 2] and "step" not in hist.columns  # the default history, cut short
 
 
-# (train.eval_every, crash point E:S = batch S of the E-th epoch run): the last resume point is inside epoch 1
-# (step 4), inside epoch 1 before an epoch boundary (step 8), or at epoch 1's last batch (step 10 of 10)
-CRASHES = [(4, "1:6"), (4, "2:3"), (5, "2:3")]
+# (train.eval_every, crash point E:S = batch S of the E-th epoch run, train.save_every): the last resume point is
+# inside epoch 1 (step 4), inside epoch 1 before an epoch boundary (step 8), at epoch 1's last batch (step 10 of
+# 10), or, with a resume point at every 2nd evaluation (steps 8 and 16), at step 8 although step 12 was evaluated
+CRASHES = [(4, "1:6", 1), (4, "2:3", 1), (5, "2:3", 1), (4, "2:5", 2)]
+
+
+def _last_saved_step(every: int, point: str, save_every: int, per_epoch: int = 10) -> int:
+    """The optimiser step of the newest resume point when batch S of epoch E is about to run."""
+    epoch, batch = map(int, point.split(":"))
+    done = (epoch - 1) * per_epoch + batch - 1
+    return max(n * every for n in range(1, done // every + 1) if n % save_every == 0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("every, point", CRASHES)
-def test_a_run_killed_between_evaluations_resumes_to_the_uninterrupted_result(tiny, workdir, every, point):
-    args = [*tiny, "train.folds=[0]", "train.epochs=2", f"train.eval_every={every}", "ema.enabled=true",
+@pytest.mark.parametrize("every, point, save_every", CRASHES)
+def test_a_run_killed_between_evaluations_resumes_to_the_uninterrupted_result(tiny, workdir, every, point,
+                                                                             save_every):
+    base = [*tiny, "train.folds=[0]", "train.epochs=2", f"train.eval_every={every}", "ema.enabled=true",
             "ema.decay=0.9"]
     if TASK == "image":  # augmentations draw from the RNG the resume must put back
-        args.append("aug.train=[{name: HorizontalFlip, p: 0.5}, {name: RandomBrightnessContrast, p: 0.5}]")
+        base.append("aug.train=[{name: HorizontalFlip, p: 0.5}, {name: RandomBrightnessContrast, p: 0.5}]")
+    args = [*base, f"train.save_every={save_every}"]
     like_demo("ref", "cut")
-    assert run_cli("train", "--exp", "ref", *args) == 0
+    assert run_cli("train", "--exp", "ref", *base) == 0  # every evaluation a resume point: the same numbers
     ref, cut = workdir / "outputs" / "ref", workdir / "outputs" / "cut"
     assert _steps_per_epoch(ref) == 10, "the crash points assume 10 steps per epoch"
     done = crash(workdir, "step", point, "cut", args)
     assert done.returncode == KILLED, done.stderr[-3000:]
-    assert (cut / "fold0" / "last.pt").exists() and not (cut / "cv.json").exists()
+    assert not (cut / "cv.json").exists()
+    saved = torch.load(cut / "fold0" / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["step"] == _last_saved_step(every, point, save_every)
+    # best.pt on disk never comes from an evaluation after the resume point (it is written with the points)
+    best = torch.load(cut / "fold0" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["step"] <= saved["step"] and best["score"] == saved["best"]["score"]
     assert run_cli("train", "--exp", "cut", "--resume", *args) == 0
     assert (cut / "oof_preds.csv").read_bytes() == (ref / "oof_preds.csv").read_bytes()
     got, want = (_history(r).drop(columns="seconds") for r in (cut, ref))
@@ -126,3 +141,9 @@ def test_eval_every_and_patience_with_swa_are_refused_naming_the_key(workdir, ke
     with pytest.raises(config.ConfigError, match=f"'{key.split('=')[0]}' must be >= 0"):
         config.load("demo", [f"{key.split('=')[0]}=-1"])
     assert np.isfinite(config.load("demo", [key]).train.epochs)
+
+
+def test_save_every_below_one_is_refused_naming_the_key(workdir):
+    with pytest.raises(config.ConfigError, match="'train.save_every' must be >= 1, got 0"):
+        config.load("demo", ["train.save_every=0"])
+    assert config.load("demo", ["train.save_every=3"]).train.save_every == 3

@@ -150,7 +150,7 @@ def check_choices(cfg: Config, flat: dict, explicit: set[str]) -> None:
 
 
 def check_ranges(cfg: Config, flat: dict) -> None:
-    positive = ["train.epochs", "train.batch_size", "train.accum_steps", "data.max_len",
+    positive = ["train.epochs", "train.save_every", "train.batch_size", "train.accum_steps", "data.max_len",
                 "adv.steps", "ema.every", "ensemble.hill_iters", "train.max_skipped_steps", "sanity.rows",
                 "sanity.steps", "package.sample_rows", "report.thumb",
                 "report.text_chars"]

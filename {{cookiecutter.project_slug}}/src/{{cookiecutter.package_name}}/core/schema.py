@@ -75,6 +75,7 @@ class TrainConfig:
     epochs: int = 5
     eval_every: int = 0                     # evaluate every N optimiser steps (inside epochs too); 0 = once per epoch
     patience: int = 0                       # stop a fold after N evaluations without a better score; 0 = off
+    save_every: int = 1                     # a resume point (last.pt) every N evaluations; a crash redoes up to N
     n_folds: int = BAKED["n_folds"]
     folds: list[int] = field(default_factory=list)   # folds to run; [] = all
     batch_size: int = 32 if TASK == "image" else 16

@@ -21,7 +21,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.errors import ConfigError, DataError
 from ..core.rundir import cache_dir
@@ -54,23 +54,44 @@ def _broken(path: Path) -> str | None:
     return None
 
 
+class SeededSampler(Sampler):
+    """The training order and each item's augmentation seed: per epoch a permutation of the rows and a seed
+    per row, both drawn from `generator` in the main process as the epoch starts; items are (row, seed).
+    Workers then need no RNG state of their own, so they live across epochs (persistent_workers: no
+    start-up per epoch), the augmentations do not depend on train.num_workers, and a resumed epoch, drawn
+    from the generator state saved with its resume point, replays them exactly. Under DDP Accelerate
+    synchronises `generator` across processes before each epoch."""
+
+    def __init__(self, n: int, generator: torch.Generator | None):
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)
+        seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=self.generator)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
 class ImageDataset(Dataset):
-    """images: the decoded, resized images of `paths` (data.cache), or None to decode the files."""
+    """images: the decoded, resized images of `paths` (data.cache), or None to decode the files.
+    An item is a row index, or (row, seed) from SeededSampler for a training item: albumentations' Compose
+    has its own RNG, seeded from the OS unless told otherwise, so the seed fixes its augmentations."""
 
     def __init__(self, paths: list[str], targets: np.ndarray | None, transform: A.Compose,
-                 weights: np.ndarray | None = None, reseed: bool = False, images: Decoded | None = None):
+                 weights: np.ndarray | None = None, images: Decoded | None = None):
         self.paths, self.targets, self.transform, self.weights = paths, targets, transform, weights
-        self.reseed, self.images = reseed, images
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict:
-        if self.reseed:
-            # albumentations' Compose has its own RNG, seeded from the OS unless told otherwise. Its seed
-            # comes from torch's RNG (the main process's, or a worker's, which the loader's generator
-            # seeds), so `seed` fixes the augmentations and a resumed run replays them exactly.
-            self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i = key
+        if isinstance(key, tuple):
+            i, seed = key
+            self.transform.set_random_seed(seed)
         raw = read_image(self.paths[i]) if self.images is None else self.images[i]
         image = self.transform(image=raw)["image"]
         item = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
@@ -183,10 +204,15 @@ class Modality:
         paths = [str(self.root / str(p)) for p in df[self.cfg.data.image_col]]
         workers = self.cfg.train.num_workers
         images = None if self.cache is None else self.cache.decoded(paths)
-        dataset = ImageDataset(paths, targets, self.transform(train), weights, reseed=train, images=images)
-        return DataLoader(dataset, batch_size=batch_size,
-                          shuffle=train, drop_last=train and len(paths) > batch_size, num_workers=workers,
-                          persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator)
+        dataset = ImageDataset(paths, targets, self.transform(train), weights, images=images)
+        # Workers start once per loader, not per epoch. The DataLoader draws their base seed (and, with no
+        # workers, an unused one) from a generator of its own at every iter(): from `generator` or torch's
+        # RNG, a persistent loader would draw it at its first epoch only, which a resumed run does elsewhere
+        # in the sequence, and 0 workers would draw from torch's RNG (dropout's) where 2 do not.
+        return DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(paths), generator) if train
+                          else None, drop_last=train and len(paths) > batch_size, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(0))
 
     def warm(self, df: pd.DataFrame) -> None:
         """data.cache: decode df's images now, so the folds' loaders share one store instead of decoding

@@ -5,11 +5,13 @@ Resume a k-fold run after a crash or kill -9, ending with the same OOF, CV and s
 
     make train EXP=exp001 RESUME=1          # python -m <package>.train --exp exp001 --resume
 
-At the end of every epoch (train.eval_every > 0: at every evaluation, see evals.py) training writes
-fold<k>/last.pt atomically (temp file + os.replace, main process only): the model, EMA, SWA, optimiser,
+At the end of every epoch (train.eval_every > 0: at every evaluation, see evals.py; train.save_every = N:
+every N-th of them) but a fold's last, training writes fold<k>/last.pt atomically (temp file + os.replace,
+main process only, in a background thread: saver.py): the model, EMA, SWA, optimiser,
 scheduler and loss-scaler states, the best result so far (its validation predictions), the fold's history
 rows and every RNG state (python, numpy, torch, CUDA and the training loader's generator; every rank's
-under DDP). A finished fold writes fold<k>/done.json and drops last.pt. A resumed run skips done folds
+under DDP). best.pt of an improved evaluation is written with the next resume point, just before it (or
+when the fold ends), so best.pt on disk never comes from an evaluation after the resume point. A finished fold writes fold<k>/done.json and drops last.pt. A resumed run skips done folds
 (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold from its last finished
 epoch or evaluation (the rest is redone with the same batches, augmentations and dropout) and starts the
 others fresh. Temp files of a save that was killed are removed and never read.
@@ -38,10 +40,11 @@ from ..core.errors import ConfigError
 from ..core.rundir import RunPaths
 from ..core.schema import Config
 from ..core.tables import read_table
+from .saver import SAVER, snapshot
 
 # Keys a resumed run may change: they do not touch the training numbers.
-FREE = ("exp", "overwrite", "train.progress", "track.", "tta.", "infer.", "submit.", "eda.", "sanity.",
-        "ensemble.", "report.", "paths.submissions")
+FREE = ("exp", "overwrite", "train.progress", "train.save_every", "train.num_workers", "track.", "tta.", "infer.",
+        "submit.", "eda.", "sanity.", "ensemble.", "report.", "paths.submissions")
 
 
 @dataclass
@@ -85,11 +88,16 @@ def load_trained_state(module: torch.nn.Module, state: dict) -> None:
                            f"unexpected keys {result.unexpected_keys[:3]}")
 
 
+def weights(module: torch.nn.Module, **info) -> dict:
+    """What best.pt / seed<s>/model.pt hold: {"model": state dict, **info} (epoch, score, metric or seed);
+    under LoRA the adapters, pooling and head only. A snapshot: later steps do not change it."""
+    return snapshot({"model": trained_state(module), **info})
+
+
 def save_weights(path: Path, module: torch.nn.Module, **info) -> None:
-    """best.pt / seed<s>/model.pt: {"model": state dict, **info} (epoch, score, metric or seed); under LoRA
-    the adapters, pooling and head only."""
+    """best.pt / seed<s>/model.pt, written now (weights())."""
     with atomic_path(path) as tmp:
-        torch.save({"model": trained_state(module), **info}, tmp)
+        torch.save(weights(module, **info), tmp)
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict:
@@ -144,10 +152,12 @@ def load_training_state(state: dict, fit, accelerator) -> None:
         fit.tricks.ema.load_state_dict(state["ema"])
 
 
-def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st: FoldState) -> None:
+def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st: FoldState,
+                    best: tuple[Path, dict] | None = None) -> None:
     """The end-of-epoch resume point; the previous one stays valid until os.replace swaps this one in.
     Called on every process: each rank's RNG states are gathered (text batches of different lengths draw
-    different amounts of dropout noise per rank), then the main process writes."""
+    different amounts of dropout noise per rank), then the main process queues best (best.pt's path and
+    weights(), when the fold improved since the last point) and the state for the writer thread (saver.py)."""
     rngs = every_rank_rng(accelerator, generator)
     pres = [st.pre] if st.pre is None or accelerator.num_processes == 1 else gather_object([st.pre])
     if not accelerator.is_main_process:
@@ -155,8 +165,7 @@ def save_fold_state(path: Path, fit, accelerator, generator: torch.Generator, st
     state = {"epoch": st.epoch, "best": st.best, "rows": st.rows, "train_loss": st.train_loss,
              "step": st.step, "batches": st.batches, "epoch_start": st.epoch_start, "pre": pres,
              "stale": st.stale, "stopped": st.stopped, **training_state(fit, accelerator), "rng": rngs}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    SAVER.save(*([best] if best is not None else []), (path, snapshot(state)))
 
 
 def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) -> FoldState:
@@ -172,7 +181,9 @@ def load_fold_state(path: Path, fit, accelerator, generator: torch.Generator) ->
 
 
 def mark_done(paths: RunPaths, k: int, score: float, best_epoch, rows: list, seed: int | None = None) -> None:
-    """The fold's (or fold and seed's) marker, written after its oof.csv; only then is the resume point dropped."""
+    """The fold's (or fold and seed's) marker, written after its oof.csv and once the writer thread has put
+    every queued file on disk; only then is the resume point dropped."""
+    SAVER.flush()
     extra = {} if seed is None else {"seed": seed}
     write_json(paths.fold_done(k, seed), {"fold": k, **extra, "score": score, "best_epoch": best_epoch, "rows": rows})
     paths.fold_state(k, seed).unlink(missing_ok=True)

@@ -10,6 +10,9 @@ train.eval_every = N > 0: an evaluation every N optimiser steps, counted over th
     Helps with few, long epochs (large data, large models): the best weights are rarely at an epoch's end,
     and a crash loses at most N steps. Costs one validation pass per evaluation: with a small N and a large
     validation set, evaluating takes longer than training.
+train.save_every = N: a resume point (fold<k>/last.pt, checkpoints.py) at every N-th evaluation only
+    (default 1: each). For large models, whose model + optimiser state takes a while to write; a crash then
+    redoes up to N evaluations' worth of training.
 train.patience = N > 0: the fold stops after N evaluations in a row without a better score (its best
     evaluation stays its result). Saves time on runs that peaked early; with a noisy metric (a small fold)
     a short patience stops before a late improvement. 0 = off: every epoch is trained.
@@ -45,7 +48,18 @@ def run_epochs(cfg: Config, run, fit: Fit, accelerator, st: FoldState, gen: torc
         if fit.swa is None or epoch < cfg.train.epochs:
             note(cfg, run, st, run.evaluate(evaluated(fit), epoch, st.train_loss, t0))
         st.epoch, st.best = epoch, None if run.best is None else vars(run.best)
-        save_fold_state(state_file, fit, accelerator, gen, st)  # every process: RNG states
+        resume_point(cfg, run, fit, accelerator, st, gen, state_file, epoch == cfg.train.epochs or st.stopped)
+
+
+def resume_point(cfg: Config, run, fit: Fit, accelerator, st: FoldState, gen: torch.Generator, state_file,
+                 last: bool) -> None:
+    """Queue the resume point (with best.pt when the fold improved since the previous one) at every
+    train.save_every-th evaluation of the fold, but not at its last: done.json follows it, and the fold's
+    end writes best.pt. Fewer points save the writes of a large model and its optimiser; a crash redoes at
+    most save_every evaluations."""
+    if last or len(run.rows) % cfg.train.save_every:
+        return
+    save_fold_state(state_file, fit, accelerator, gen, st, run.take_best())  # every process: RNG states
 
 
 def evaluated(fit: Fit) -> torch.nn.Module:
@@ -138,6 +152,7 @@ class StepEvals:
         self.fit.model.train()  # infer() left it in eval mode
         st.train_loss, st.batches, st.pre = train_loss, self.batches, self.pre
         st.best = None if self.run_.best is None else vars(self.run_.best)
-        save_fold_state(self.state_file, self.fit, self.accelerator, self.gen, st)  # every process: RNG states
+        resume_point(self.cfg, self.run_, self.fit, self.accelerator, st, self.gen, self.state_file,
+                     st.step == self.total or st.stopped)
         self.t0 = time.time()
         return st.stopped

@@ -41,7 +41,7 @@ from ..core.tables import read_table
 
 # keys a full fit may change without making its CV run's figures meaningless for it
 FREE = ("exp", "overwrite", "train.full_fit", "train.seeds", "train.epochs", "train.folds", "train.progress",
-        "train.num_workers", "train.eval_batch_size", "train.device")
+        "train.num_workers", "train.eval_batch_size", "train.device", "train.save_every")
 
 
 def chosen_epochs(cfg: Config, cv: dict) -> int:

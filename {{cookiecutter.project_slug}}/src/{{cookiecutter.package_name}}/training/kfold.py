@@ -35,11 +35,12 @@ from ..data.preflight import load_all
 from ..data.splits import load_or_make_folds
 from ..modality import get_modality
 from .checkpoints import (FoldState, check_resumable, clear_partial_saves, load_fold_state, mark_done, read_done,
-                          save_weights)
+                          weights)
 from .evals import run_epochs
 from .fit import Fit, PseudoRows, build_tricks, prepare_fit, training_rows
 from .loop import infer
 from .plots import save_fold_plot
+from .saver import SAVER
 from .setup import check_batch_split, make_accelerator, processes
 from .tracking import Trackers, check_trackers, open_trackers
 
@@ -69,13 +70,20 @@ class FoldRun:
     best: FoldResult | None = None
     seed: int | None = None     # train.seeds on a k-fold run: the seed of this model of fold k
     on_eval: Callable[[int, int, float], None] | None = None   # (k, n-th evaluation of the fold, score): make tune
+    pending_best: tuple | None = None   # (best.pt, weights()) of an improvement not yet queued for writing
 
     @property
     def name(self) -> str:
         return RunPaths.slot_name(self.k, self.seed)
 
+    def take_best(self) -> tuple | None:
+        """best.pt's path and weights when the fold improved since this was last called, else None."""
+        best, self.pending_best = self.pending_best, None
+        return best
+
     def evaluate(self, module, epoch, tr_loss: float, t0: float, step: int | None = None) -> bool:
-        """Validation pass; history row, log line, tracker metrics; best.pt when the score improved (returned).
+        """Validation pass; history row, log line, tracker metrics; when the score improved (returned), best.pt's
+        weights, held until the next resume point or the fold's end writes them (evals.resume_point).
         step: the optimiser step of an evaluation inside the epochs (train.eval_every; epoch is then fractional)."""
         cfg, k = self.cfg, self.k
         preds, va_loss = infer(module, self.val_loader, self.accelerator, self.label_map, f"{self.name} valid",
@@ -101,8 +109,9 @@ class FoldRun:
         if improved:
             self.best = FoldResult(preds, s, epoch)
             if main:
-                save_weights(self.paths.checkpoint(k, self.seed), self.accelerator.unwrap_model(module), epoch=epoch,
-                             score=s, metric=cfg.metric, **at)
+                self.pending_best = (self.paths.checkpoint(k, self.seed),
+                                     weights(self.accelerator.unwrap_model(module), epoch=epoch, score=s,
+                                             metric=cfg.metric, **at))
         if main:
             write_csv(self.paths.history, pd.DataFrame(self.history))
         if self.on_eval is not None:  # after the files: a pruned trial's folder holds this evaluation
@@ -151,7 +160,9 @@ def fit_fold(cfg: Config, k: int, train_df, y_fit, y_true, folds, mod, label_map
         raise DataError(f"{run.name}: the validation {cfg.metric} was NaN in every epoch; check the targets of "
                         f"that fold (e.g. a single class makes AUC undefined)")
     if accelerator.is_main_process:
-        finish_fold(cfg, k, run, train_df[cfg.data.id_col].iloc[va])
+        if run.pending_best is not None:
+            SAVER.save(run.take_best())
+        finish_fold(cfg, k, run, train_df[cfg.data.id_col].iloc[va])  # done.json once best.pt is on disk
     accelerator.free_memory()
     return run.best
 
@@ -230,6 +241,10 @@ def train_kfold(cfg: Config, folds_df: pd.DataFrame | None = None, extra: dict[i
         result = run_folds(cfg, train_df, y_fit, label_map, folds, mod, paths, accelerator, log, extra, resume,
                            trackers, kind, on_fold, on_eval)
     except BaseException as e:
+        try:
+            SAVER.flush()  # the last queued resume point reaches the disk: RESUME=1 continues from it
+        except Exception as write_error:  # noqa: BLE001 - the run's own error is the one to raise
+            log.error(f"a checkpoint write failed too: {write_error}")
         if accelerator.is_main_process:
             finish_record(paths, status=f"failed: {type(e).__name__}: {e}"[:500])
         trackers.close("FAILED")

@@ -1,7 +1,7 @@
 """Optimiser, parameter groups and learning-rate schedule (stepped once per optimiser step).
 
-* AdamW (optim.name=adamw, default) or SGD with Nesterov momentum; no weight decay on biases and
-  normalisation weights.
+* AdamW (optim.name=adamw, default; torch's fused kernel, foreach under fp16) or SGD with Nesterov
+  momentum; no weight decay on biases and normalisation weights.
 * The new head gets optim.head_lr (0 = train.lr): a randomly initialised head on a pretrained backbone
   often wants a 10-100x larger lr than the backbone.
 * Layer-wise lr decay (optim.llrd < 1): the top backbone layer gets train.lr, each layer below it llrd
@@ -103,7 +103,13 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     groups = param_groups(model, cfg)
     if cfg.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.optim.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, foreach=True)
+    # The fused kernel updates every tensor in one pass: on a 2-core CPU a resnet18 step took 10 ms instead of
+    # 112 ms (the per-tensor loop) or 115 ms (foreach), the same AdamW update. Not under fp16 loss scaling:
+    # the scaler hands a fused optimiser the inf check, and Accelerate would no longer see a skipped step
+    # (train.max_skipped_steps).
+    if cfg.train.precision == "fp16":
+        return torch.optim.AdamW(groups, lr=cfg.train.lr, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, fused=True)
 
 
 def hf_linear(warmup_steps: int, total_steps: int):
