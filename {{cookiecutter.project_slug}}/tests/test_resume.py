@@ -211,3 +211,20 @@ def test_the_writer_thread_saves_what_was_there_when_queued_and_raises_its_failu
     writer.save((tmp_path / "c.pt", {"n": 3}), (tmp_path / "d.pt", {"n": 4}))
     writer.flush()
     assert torch.load(tmp_path / "d.pt")["n"] == 4 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_each_epoch_but_the_folds_last_queues_best_pt_then_its_resume_point(tiny, workdir, monkeypatch):
+    saver, written = mod("training.saver"), []
+    real = saver.write
+    monkeypatch.setattr(saver, "write", lambda path, obj: written.append(path.name) or real(path, obj))
+    like_demo("writes")
+    assert run_cli("train", "--exp", "writes", *tiny, "train.folds=[0]", "train.epochs=3") == 0
+    history = pd.read_csv(workdir / "outputs" / "writes" / "history.csv")
+    improved = history["score"].cummax().diff().fillna(1).gt(0).tolist()  # the first epoch always improves
+    if not mod("core.metrics").METRICS[config.load("writes", tiny).metric].greater_is_better:
+        improved = history["score"].cummin().diff().fillna(-1).lt(0).tolist()
+    # epochs 1 and 2: best.pt (when it improved) before last.pt; epoch 3, the last: best.pt only, then done.json
+    expected = [n for e in (0, 1) for n in (["best.pt"] if improved[e] else []) + ["last.pt"]]
+    expected += ["best.pt"] if improved[2] else []
+    assert written == expected
+    assert not (workdir / "outputs" / "writes" / "fold0" / "last.pt").exists()
