@@ -11,7 +11,8 @@ main process only, in a background thread: saver.py): the model, EMA, SWA, optim
 scheduler and loss-scaler states, the best result so far (its validation predictions), the fold's history
 rows and every RNG state (python, numpy, torch, CUDA and the training loader's generator; every rank's
 under DDP). best.pt of an improved evaluation is written with the next resume point, just before it (or
-when the fold ends), so best.pt on disk never comes from an evaluation after the resume point. A finished fold writes fold<k>/done.json and drops last.pt. A resumed run skips done folds
+when the fold ends), so best.pt on disk never comes from an evaluation after the resume point. A finished
+fold writes fold<k>/done.json and drops last.pt. A resumed run skips done folds
 (their OOF is read back exactly from fold<k>/oof.csv), restarts an interrupted fold from its last finished
 epoch or evaluation (the rest is redone with the same batches, augmentations and dropout) and starts the
 others fresh. Temp files of a save that was killed are removed and never read.
