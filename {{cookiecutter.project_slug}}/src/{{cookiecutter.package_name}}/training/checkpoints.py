@@ -35,13 +35,13 @@ import torch
 import yaml
 from accelerate.utils import gather_object
 
-from ..core.atomic import atomic_path, write_json
+from ..core.atomic import write_json
 from ..core.config import dump, flatten, read_yaml
 from ..core.errors import ConfigError
 from ..core.rundir import RunPaths
 from ..core.schema import Config
 from ..core.tables import read_table
-from .saver import SAVER, snapshot
+from .saver import SAVER, snapshot, write
 
 # Keys a resumed run may change: they do not touch the training numbers.
 FREE = ("exp", "overwrite", "train.progress", "train.save_every", "train.num_workers", "track.", "tta.", "infer.",
@@ -96,9 +96,8 @@ def weights(module: torch.nn.Module, **info) -> dict:
 
 
 def save_weights(path: Path, module: torch.nn.Module, **info) -> None:
-    """best.pt / seed<s>/model.pt, written now (weights())."""
-    with atomic_path(path) as tmp:
-        torch.save(weights(module, **info), tmp)
+    """best.pt / seed<s>/model.pt as weights() holds them, written now: no copy needed."""
+    write(path, {"model": trained_state(module), **info})
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict:

@@ -11,7 +11,7 @@ The guarantees stay those of a synchronous save:
 - one group of files is in flight at a time: queueing the next waits for the previous, so a kill -9
   loses at most the newest resume point (the one before it is on disk, complete);
 - a failed write (a full disk) is raised in the training thread at the next save or at flush();
-- flush() runs before anything that vouches for the files (done.json, the end of make train, a failure),
+- flush() runs before anything that vouches for the files (each fold's done.json) and when training fails,
   so a finished fold's best.pt is on disk before its marker says so.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_path
+from ..core.atomic import write_with
 
 
 def snapshot(obj: Any) -> Any:
@@ -44,8 +44,7 @@ def snapshot(obj: Any) -> Any:
 
 def write(path: Path, obj: Any) -> None:
     """torch.save through a temp file beside `path`, swapped in whole."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 class Saver:
@@ -74,4 +73,4 @@ def _write_all(files: tuple[tuple[Path, Any], ...]) -> None:
         write(path, obj)
 
 
-SAVER = Saver()  # the process's writer: every save of make train, pseudo and full fits goes through it
+SAVER = Saver()  # the process's writer: k-fold training's best.pt and last.pt (make train, make pseudo, make tune)
